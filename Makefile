@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` (main job on the embedded default) and `make test`.
+# Both create the virtual environment in .venv on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools>=69" wheel
+	# torch and torchvision are served from local disk by pip on the reference machines.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	# DeepSpeed ships as an sdist whose setup.py imports torch: build it against ours, ops JIT-compiled later.
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation "deepspeed>=0.19,<0.20"
+	# Upstream LLaVA pins 2023 versions of everything: install it alone, its real dependencies come from our extras.
+	$(PIP) install -q --no-deps llava-torch==1.2.2.post1
+	$(PIP) install -q -e ".[all,embeddings]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mmgeolm-data build data_recipes/recipes/demo.yaml --out $(DEMO_OUT)/data --workers 2
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_data.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

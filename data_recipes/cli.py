@@ -1,0 +1,44 @@
+"""`mmgeolm-data`: one command line, one subcommand per module.
+
+Each subcommand lives in the module that implements it; that module defines
+``add_arguments(parser)`` and ``run_cli(args) -> int``. Modules are imported lazily so that
+``mmgeolm-data --help`` stays fast and a broken optional dependency only affects its own command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("data_recipes.build", "build a diagram data set with image hard negatives from a recipe YAML"),
+    "text-negatives": ("data_recipes.text_negatives", "rule- and retrieval-based caption negatives"),
+    "perturb-script": ("data_recipes.script_perturb", "image negatives from one external matplotlib script"),
+    "perturb-batch": ("data_recipes.script_batch", "image negatives for a folder of scripts or a reference data set"),
+    "import": ("data_recipes.importers", "import reference-format JSON or (script, caption) folders"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmgeolm-data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints help or "invalid choice" and exits 2
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"mmgeolm-data {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    return int(module.run_cli(parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

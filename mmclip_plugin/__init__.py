@@ -1,0 +1,1 @@
+"""mmclip_plugin."""

