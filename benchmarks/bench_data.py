@@ -1,0 +1,128 @@
+"""Builder throughput vs the naive baseline, and worker scaling.
+
+Measures, in one run and on the same diagrams:
+
+1. the builder (`build_dataset`, 1 worker): images per second (positives + kept negatives, PNG and
+   script written, candidates rendered, hardness measured, rejects included in the time);
+2. the naive baseline: the same positives and kept negatives drawn with `engine.render_naive`
+   (a new pyplot figure and `savefig` per image), only the drawing timed;
+3. optionally, the reference's way: each generated script run in a fresh Python subprocess;
+4. the builder with 2 workers, and the scaling efficiency rate(2) / (2 * rate(1)).
+
+Usage:
+    python benchmarks/bench_data.py              # about a minute on a 2-core machine
+    python benchmarks/bench_data.py --full       # the full recipe's settings (336 px, K = 10), more samples
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data_recipes import engine
+from data_recipes.build import build_dataset
+from data_recipes.dataset_io import read_samples
+from data_recipes.recipe import Recipe, build_recipe
+
+
+def make_recipe(num: int, size_px: int, per_positive: int, seed: int) -> Recipe:
+    return build_recipe({
+        "name": "bench", "seed": seed, "num": num, "image": {"size_px": size_px, "dpi": 100},
+        "negatives": {"per_positive": per_positive},
+    }, source="bench_data.py")
+
+
+def time_builder(recipe: Recipe, out: Path, workers: int) -> tuple[float, int]:
+    """Seconds and images (positives + negatives) of one build from scratch."""
+    start = time.perf_counter()
+    manifest = build_dataset(recipe, out, workers=workers, relative_paths=True)
+    return time.perf_counter() - start, manifest["counts"]["images"]
+
+
+def replay_scenes(recipe: Recipe, sample: dict) -> list:
+    """The scenes of a built sample (positive, then its kept negatives), regenerated from its seed.
+
+    Rendering draws no random numbers, so replaying the builder's draws (family, diagram, candidate
+    rounds and their permutations) gives back the very candidates it kept.
+    """
+    rng = np.random.default_rng([recipe.seed, sample["index"]])
+    family = recipe.family_names[int(rng.choice(len(recipe.families), p=recipe.family_probabilities))]
+    diagram = engine.generate_diagram(family, rng)
+    wanted = [(n["type"], n["caption"], n["detail"]) for n in sample["negatives"]]
+    found = {}
+    for _ in range(recipe.negatives.max_rounds):
+        candidates = engine.candidate_negatives(diagram, rng, types=list(recipe.negatives.types) or None)
+        if not candidates:
+            break
+        for j in rng.permutation(len(candidates)):
+            c = candidates[int(j)]
+            found.setdefault((c.type, c.diagram.caption, c.detail), c.diagram.scene)
+        if all(w in found for w in wanted):
+            break
+    return [diagram.scene] + [found[w] for w in wanted]
+
+
+def time_naive(recipe: Recipe, samples: list[dict], out: Path) -> tuple[float, int]:
+    scenes = [scene for s in samples for scene in replay_scenes(recipe, s)]
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for i, scene in enumerate(scenes):
+        engine.render_naive(scene, out / f"{i:06d}.png", size_px=recipe.image.size_px, dpi=recipe.image.dpi)
+    return time.perf_counter() - start, len(scenes)
+
+
+def time_subprocess(root: Path, samples: list[dict], count: int, out: Path) -> tuple[float, int]:
+    scripts = [s["script"] for s in samples][:count]
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for i, script in enumerate(scripts):
+        subprocess.run([sys.executable, str(root / script), str(out / f"{i}.png")], check=True,
+                       env={**os.environ, "MPLBACKEND": "Agg"})
+    return time.perf_counter() - start, len(scripts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num", type=int, default=None, help="positives per build (default 40; 200 with --full)")
+    parser.add_argument("--size", type=int, default=None, help="image size in px (default 224; 336 with --full)")
+    parser.add_argument("--negatives", type=int, default=None, help="K per positive (default 4; 10 with --full)")
+    parser.add_argument("--subprocess", type=int, default=5, help="scripts to run one subprocess each (0: skip)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", action="store_true", help="the full recipe's settings and more samples")
+    args = parser.parse_args(argv)
+    num = args.num or (200 if args.full else 40)
+    size = args.size or (336 if args.full else 224)
+    k = args.negatives if args.negatives is not None else (10 if args.full else 4)
+    recipe = make_recipe(num, size, k, args.seed)
+    print(f"{num} positives at {size} px, K = {k}, {len(recipe.families)} families, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        tmp = Path(tmp)
+        t1, n1 = time_builder(recipe, tmp / "w1", workers=1)
+        rate1 = n1 / t1
+        print(f"builder, 1 worker : {n1:5d} images in {t1:7.2f} s = {rate1:7.1f} images/s per core")
+        samples = read_samples(tmp / "w1")
+        tn, nn = time_naive(recipe, samples, tmp / "naive")
+        rate_naive = nn / tn
+        print(f"naive pyplot      : {nn:5d} images in {tn:7.2f} s = {rate_naive:7.1f} images/s per core")
+        print(f"ratio builder / naive per core: {rate1 / rate_naive:.2f}x (goal >= 3x)")
+        if args.subprocess:
+            ts, ns = time_subprocess(tmp / "w1", samples, args.subprocess, tmp / "subprocess")
+            print(f"subprocess/script : {ns:5d} images in {ts:7.2f} s = {ns / ts:7.2f} images/s per core "
+                  f"(the reference's way); builder is {rate1 / (ns / ts):.0f}x")
+        t2, n2 = time_builder(recipe, tmp / "w2", workers=2)
+        rate2 = n2 / t2
+        print(f"builder, 2 workers: {n2:5d} images in {t2:7.2f} s = {rate2:7.1f} images/s ({rate2 / 2:.1f} per core)")
+        print(f"scaling 1 -> 2 workers: {rate2 / rate1:.2f}x, efficiency {rate2 / (2 * rate1):.2f} of linear (goal >= 0.8)")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (other processes share these cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Make upstream LLaVA's vision-tower builder accept ``mmclip:<checkpoint>`` names.
+
+Upstream ``llava/model/llava_arch.py`` imports ``build_vision_tower`` *by name*, so that module-level
+binding is the one that matters (it builds the tower in ``LlavaMetaModel.__init__`` on reload and in
+``initialize_vision_modules`` during training); the definition in ``multimodal_encoder/builder.py`` is
+patched too for code that calls it directly. Each patched binding gets a dispatcher that builds an
+:class:`mmclip_plugin.tower.MMCLIPVisionTower` for our names and hands every other name to the
+original function it replaced. Nothing happens at import time; :func:`register` is explicit,
+idempotent and undone by :func:`unregister` or on leaving :func:`registered`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from llava_patches.compat import check_upstream, get_upstream_symbol
+
+# The bindings we replace, the one actually used first.
+BUILDER_SITES: tuple[tuple[str, str], ...] = (
+    ("llava.model.llava_arch", "build_vision_tower"),
+    ("llava.model.multimodal_encoder.builder", "build_vision_tower"),
+)
+_MARKER = "__mmclip_original__"
+_ORIGINALS: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def tower_name_of(vision_tower_cfg: Any) -> Any:
+    """The tower name the way upstream reads it: ``mm_vision_tower``, else ``vision_tower``."""
+    return getattr(vision_tower_cfg, "mm_vision_tower", getattr(vision_tower_cfg, "vision_tower", None))
+
+
+def _make_dispatcher(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> Any:
+        from mmclip_plugin.tower import MMCLIPVisionTower, is_mmclip_name
+
+        name = tower_name_of(vision_tower_cfg)
+        if isinstance(name, str) and is_mmclip_name(name):
+            return MMCLIPVisionTower(name, args=vision_tower_cfg, **kwargs)
+        return original(vision_tower_cfg, **kwargs)
+
+    setattr(build_vision_tower, _MARKER, original)
+    return build_vision_tower
+
+
+def _module_of(module: str) -> Any:
+    return importlib.import_module(module)
+
+
+def is_registered() -> bool:
+    """Whether our dispatcher currently sits at every builder binding."""
+    return all(hasattr(get_upstream_symbol(m, n), _MARKER) for m, n in BUILDER_SITES)
+
+
+def register() -> None:
+    """Install the ``mmclip:`` dispatcher at upstream's builder bindings (idempotent).
+
+    Raises:
+        UpstreamIncompatibleError: an upstream symbol the plugin needs is missing (checked first).
+    """
+    check_upstream(BUILDER_SITES)
+    for module, name in BUILDER_SITES:
+        current = get_upstream_symbol(module, name)
+        if hasattr(current, _MARKER):
+            continue
+        _ORIGINALS[(module, name)] = current
+        setattr(_module_of(module), name, _make_dispatcher(current))
+
+
+def unregister() -> None:
+    """Restore the original builder functions (a no-op when nothing is registered).
+
+    Raises:
+        RuntimeError: someone else replaced our dispatcher in the meantime; restoring would drop their patch.
+    """
+    for module, name in BUILDER_SITES:
+        original = _ORIGINALS.get((module, name))
+        if original is None:
+            continue
+        current = get_upstream_symbol(module, name)
+        if getattr(current, _MARKER, None) is not original:
+            raise RuntimeError(
+                f"{module}.{name} was replaced by {current!r} after llava_patches.register(); "
+                "undo that patch first, then call unregister()"
+            )
+        setattr(_module_of(module), name, original)
+        del _ORIGINALS[(module, name)]
+
+
+@contextlib.contextmanager
+def registered() -> Iterator[None]:
+    """Context manager: register on entry, and on exit restore the state found on entry (in ``finally``)."""
+    was_registered = bool(_ORIGINALS) and is_registered()
+    register()
+    try:
+        yield
+    finally:
+        if not was_registered:
+            unregister()

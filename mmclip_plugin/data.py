@@ -1,0 +1,426 @@
+"""Training data for MMCLIP: read data sets, pick K negatives per sample, load images, collate.
+
+Two on-disk formats are read as they are:
+
+* a data-set directory built by ``mmgeolm-data build`` (``DIR/samples.jsonl``, one sample per line,
+  image paths relative to ``DIR``);
+* the reference's JSON lists: image negatives ``{"positive_image_path", "negative_image_path": [...],
+  "conversations"}`` and text negatives ``{"positive_image_path", "negative_captions": [...],
+  "conversations"}`` (the kind is detected per record from its keys; records of several files that
+  share an image and caption are merged into one sample).
+
+Bad records are never a crash: cheap checks (file exists, caption non-empty) run when the index is
+built and the failures are returned as :class:`BadRecord`; an image that fails to decode at load time
+(inside a DataLoader worker) yields a marker that :class:`Collate` drops and reports in the batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+TEXT_KINDS = ("perturbation", "rule", "retrieval")
+SAMPLES_FILE = "samples.jsonl"
+_GPT_ROLES = ("gpt", "assistant", "model")
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """One problem found in the data: which file, which record, which field, and what is wrong."""
+
+    file: str
+    record: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: record {self.record}: field '{self.field}': {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImageNegative:
+    image: str
+    caption: str | None = None
+    type: str = "image"
+
+
+@dataclass(frozen=True)
+class TextNegative:
+    caption: str
+    kind: str = "rule"
+
+
+@dataclass
+class Sample:
+    """A positive (image, caption) with its candidate negatives; ``source``/``record`` locate it."""
+
+    image: str
+    caption: str
+    image_negatives: list[ImageNegative] = field(default_factory=list)
+    text_negatives: list[TextNegative] = field(default_factory=list)
+    source: str = ""
+    record: str = ""
+    id: str = ""
+
+
+# ------------------------------------------------------------------------------------- reading
+def read_samples(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    split: str = "train",
+    image_root: str | None = None,
+    reference_text_kind: str = "rule",
+) -> tuple[list[Sample], list[BadRecord]]:
+    """Read and validate samples from data-set directories and/or reference JSON files.
+
+    Args:
+        paths: one path or a list; a directory holds ``samples.jsonl``, a file is a reference JSON list.
+        split: keep only this split of data-set directories.
+        image_root: base of relative image paths in reference JSON (default: the JSON file's folder).
+        reference_text_kind: kind assigned to the reference's ``negative_captions``.
+
+    Returns:
+        The valid samples (bad negatives removed) and every problem found.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a file is not in either format (not one bad record but the whole file).
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    samples: list[Sample] = []
+    bad: list[BadRecord] = []
+    merged: dict[tuple[str, str], Sample] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            raw = _read_dataset_dir(path, split, bad)
+        elif path.is_file():
+            raw = _read_reference_json(path, Path(image_root) if image_root else path.parent, reference_text_kind, bad)
+        else:
+            raise FileNotFoundError(f"training data {path} does not exist (expected a data-set directory or a JSON file)")
+        for sample in raw:
+            sample = _validate(sample, bad)
+            if sample is None:
+                continue
+            key = (sample.image, sample.caption)
+            if path.is_file() and key in merged:  # reference image- and text-negative files describe the same sample
+                merged[key].image_negatives.extend(sample.image_negatives)
+                merged[key].text_negatives.extend(sample.text_negatives)
+                continue
+            merged.setdefault(key, sample)
+            samples.append(sample)
+    return samples, bad
+
+
+def _read_dataset_dir(root: Path, split: str, bad: list[BadRecord]) -> list[Sample]:
+    file = root / SAMPLES_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{root} is not a data set: no {SAMPLES_FILE} (build one with `mmgeolm-data build`)")
+    out = []
+    with file.open() as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"line {line_no}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append(BadRecord(str(file), where, "<json>", f"invalid JSON: {exc}"))
+                continue
+            if not isinstance(rec, dict):
+                bad.append(BadRecord(str(file), where, "<json>", "expected a JSON object"))
+                continue
+            if rec.get("split", "train") != split:
+                continue
+            where = f"{where} (id {rec.get('id', '?')})"
+            image_negs = [
+                ImageNegative(_resolve(root, n.get("image")), n.get("caption") or None, str(n.get("type", "image")))
+                for n in rec.get("negatives") or []
+            ]
+            text_negs = [TextNegative(t.get("caption") or "", t.get("kind", "rule")) for t in rec.get("text_negatives") or []]
+            out.append(
+                Sample(_resolve(root, rec.get("image")), rec.get("caption") or "", image_negs, text_negs, str(file), where,
+                       str(rec.get("id", line_no)))
+            )
+    return out
+
+
+def _read_reference_json(file: Path, root: Path, text_kind: str, bad: list[BadRecord]) -> list[Sample]:
+    try:
+        records = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not a readable reference JSON list: {exc}") from exc
+    if not isinstance(records, list):
+        raise ValueError(f"{file}: expected a JSON list of records with 'positive_image_path', got {type(records).__name__}")
+    out = []
+    for i, rec in enumerate(records):
+        where = f"index {i}"
+        if not isinstance(rec, dict) or "positive_image_path" not in rec:
+            bad.append(BadRecord(str(file), where, "positive_image_path", "missing (not a reference-format record)"))
+            continue
+        caption = caption_from_conversations(rec.get("conversations"))
+        image_negs = [ImageNegative(_resolve(root, p)) for p in _as_list(rec.get("negative_image_path"))]
+        text_negs = [TextNegative(c if isinstance(c, str) else "", text_kind) for c in _as_list(rec.get("negative_captions"))]
+        out.append(Sample(_resolve(root, rec["positive_image_path"]), caption, image_negs, text_negs, str(file), where, str(i)))
+    return out
+
+
+def caption_from_conversations(conversations: Any) -> str:
+    """The positive caption of a reference record: the first gpt/assistant turn's value.
+
+    Accepts a list of ``{"from", "value"}`` turns, a list of such lists, or a bare list of strings
+    (alternating human/gpt, so the second string is the answer). Returns "" when none is found.
+    """
+    turns = conversations if isinstance(conversations, list) else [conversations]
+    if turns and all(isinstance(t, list) for t in turns):
+        turns = [t for group in turns for t in group]
+    if turns and all(isinstance(t, str) for t in turns):
+        return (turns[1] if len(turns) > 1 else turns[0]).strip()
+    for turn in turns:
+        if isinstance(turn, dict) and str(turn.get("from", turn.get("role", ""))).lower() in _GPT_ROLES:
+            value = turn.get("value", turn.get("content", ""))
+            return value.strip() if isinstance(value, str) else ""
+    return ""
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _resolve(root: Path, path: Any) -> str:
+    if not isinstance(path, str) or not path:
+        return ""
+    p = Path(path)
+    return str(p if p.is_absolute() else root / p)
+
+
+def _validate(sample: Sample, bad: list[BadRecord]) -> Sample | None:
+    """Cheap checks; drop bad negatives, return None when the positive itself is unusable."""
+    def report(field_name: str, reason: str) -> None:
+        bad.append(BadRecord(sample.source, sample.record, field_name, reason))
+
+    pos_field = "image" if sample.source.endswith(".jsonl") else "positive_image_path"
+    if not sample.image or not os.path.isfile(sample.image):
+        report(pos_field, f"image file {sample.image or '<empty>'} not found")
+        return None
+    if not isinstance(sample.caption, str) or not sample.caption.strip():
+        report("caption" if pos_field == "image" else "conversations", "empty caption")
+        return None
+    neg_field = "negatives" if pos_field == "image" else "negative_image_path"
+    kept_images = []
+    for j, neg in enumerate(sample.image_negatives):
+        if not neg.image or not os.path.isfile(neg.image):
+            report(f"{neg_field}[{j}]", f"image file {neg.image or '<empty>'} not found")
+        else:
+            kept_images.append(neg)
+    text_field = "text_negatives" if pos_field == "image" else "negative_captions"
+    kept_texts = []
+    for j, neg in enumerate(sample.text_negatives):
+        if not neg.caption.strip():
+            report(f"{text_field}[{j}]", "empty caption")
+        elif neg.kind not in TEXT_KINDS:
+            report(f"{text_field}[{j}].kind", f"unknown kind {neg.kind!r}; expected one of {TEXT_KINDS}")
+        else:
+            kept_texts.append(neg)
+    sample.image_negatives, sample.text_negatives = kept_images, kept_texts
+    return sample
+
+
+# ------------------------------------------------------------------------------------- dataset
+@dataclass
+class _Item:
+    """One training item: an image, its caption, and its candidate negatives."""
+
+    image: str
+    caption: str
+    neg_images: list[str]
+    neg_texts: list[tuple[str, int]]  # (caption, index into TEXT_KINDS)
+    source: str
+    record: str
+
+
+class ContrastiveDataset(Dataset):
+    """Items of (image, caption, K image negatives, K caption negatives), negatives picked per epoch.
+
+    Args:
+        samples: validated samples (see :func:`read_samples`).
+        transform: PIL image -> (3, H, W) tensor (the model's ``preprocess_val`` unless augmenting).
+        tokenize: list of captions -> (N, L) token ids.
+        image_negatives: K image negatives per item.
+        text_negatives: K caption negatives per item.
+        sample: ``fixed`` (first K) or ``random`` (K drawn with a generator seeded by (seed, epoch, index)).
+        seed: the run seed.
+        hard_batches: also make every captioned image negative an item; :attr:`groups` then lists each
+            positive with its negatives, for a grouped batch sampler.
+        augment: ``transform`` is random; it is then seeded by (seed, epoch, index) so runs repeat exactly.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Image.Image], torch.Tensor],
+        tokenize: Callable[[list[str]], torch.Tensor],
+        *,
+        image_negatives: int = 0,
+        text_negatives: int = 0,
+        sample: str = "fixed",
+        seed: int = 0,
+        hard_batches: bool = False,
+        augment: bool = False,
+    ):
+        if sample not in ("fixed", "random"):
+            raise ValueError(f"sample must be 'fixed' or 'random', got {sample!r}")
+        self.transform, self.tokenize = transform, tokenize
+        self.k_images, self.k_texts, self.sample, self.seed = image_negatives, text_negatives, sample, seed
+        self.augment = augment
+        self.epoch = 0
+        self.items: list[_Item] = []
+        self.groups: list[list[int]] | None = [] if hard_batches else None
+        for s in samples:
+            texts = [(t.caption, TEXT_KINDS.index(t.kind)) for t in s.text_negatives]
+            first = len(self.items)
+            self.items.append(_Item(s.image, s.caption, [n.image for n in s.image_negatives], texts, s.source, s.record))
+            if self.groups is None:
+                continue
+            members = [(s.image, s.caption)] + [(n.image, n.caption) for n in s.image_negatives if n.caption]
+            for j, (img, cap) in enumerate(members[1:], 1):
+                others = [m for i, m in enumerate(members) if i != j]
+                self.items.append(_Item(img, cap, [m[0] for m in others], [(m[1], 0) for m in others],
+                                        s.source, f"{s.record} negative {j - 1}"))
+            self.groups.append(list(range(first, len(self.items))))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Negatives (``sample: random``) and augmentation are drawn per (seed, epoch, index)."""
+        self.epoch = epoch
+
+    def _pick(self, candidates: list, k: int, rng: np.random.Generator) -> list:
+        if self.sample == "fixed" or len(candidates) <= k:
+            return candidates[:k]
+        return [candidates[i] for i in sorted(rng.choice(len(candidates), size=k, replace=False))]
+
+    def _load(self, path: str, index: int, slot: int) -> torch.Tensor:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+        if not self.augment:
+            return self.transform(img)
+        # torchvision's random transforms read torch's global RNG: seed it per (seed, epoch, index, slot)
+        seed = int(np.random.default_rng([self.seed, self.epoch, index, slot]).integers(2**31))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(img)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        neg_images = self._pick(item.neg_images, self.k_images, rng)
+        neg_texts = self._pick(item.neg_texts, self.k_texts, rng)
+        bad: list[BadRecord] = []
+        out: dict[str, Any] = {"index": index, "bad": bad, "image": None}
+        try:
+            out["image"] = self._load(item.image, index, 0)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            bad.append(BadRecord(item.source, item.record, "image", f"cannot load {item.image}: {exc}"))
+            return out
+        loaded = []
+        for j, path in enumerate(neg_images):
+            try:
+                loaded.append(self._load(path, index, j + 1))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                bad.append(BadRecord(item.source, item.record, f"negatives[{j}]", f"cannot load {path}: {exc}"))
+        tokens = self.tokenize([item.caption] + [c for c, _ in neg_texts])  # (1 + kt, L)
+        out.update(
+            text=tokens[0],
+            neg_images=torch.stack(loaded) if loaded else None,
+            neg_texts=tokens[1:],
+            neg_kinds=torch.tensor([k for _, k in neg_texts], dtype=torch.long),
+        )
+        return out
+
+
+class Collate:
+    """Stack items into fixed-shape tensors, padding negatives to K with masks; drops unloadable items.
+
+    Output keys: ``images`` (B, 3, H, W), ``texts`` (B, L), ``neg_images`` (B, Ki, 3, H, W),
+    ``neg_image_mask`` (B, Ki) bool, ``neg_texts`` (B, Kt, L), ``neg_text_mask`` (B, Kt) bool,
+    ``neg_text_kind`` (B, Kt) long into ``TEXT_KINDS``, ``indices`` (B,), and ``bad``: the
+    :class:`BadRecord` list of this batch (dropped items and dropped negatives).
+    """
+
+    def __init__(self, image_negatives: int, text_negatives: int, image_size: int, context_length: int):
+        self.ki, self.kt, self.size, self.length = image_negatives, text_negatives, image_size, context_length
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        bad = [b for it in items for b in it["bad"]]
+        good = [it for it in items if it["image"] is not None]
+        b, ki, kt = len(good), self.ki, self.kt
+        shape = tuple(good[0]["image"].shape) if good else (3, self.size, self.size)
+        length = good[0]["text"].shape[-1] if good else self.length
+        neg_images = torch.zeros(b, ki, *shape)
+        neg_image_mask = torch.zeros(b, ki, dtype=torch.bool)
+        neg_texts = torch.zeros(b, kt, length, dtype=torch.long)
+        neg_text_mask = torch.zeros(b, kt, dtype=torch.bool)
+        neg_text_kind = torch.zeros(b, kt, dtype=torch.long)
+        for i, it in enumerate(good):
+            if it["neg_images"] is not None:
+                n = it["neg_images"].shape[0]
+                neg_images[i, :n], neg_image_mask[i, :n] = it["neg_images"], True
+            n = it["neg_texts"].shape[0]
+            neg_texts[i, :n], neg_text_mask[i, :n], neg_text_kind[i, :n] = it["neg_texts"], True, it["neg_kinds"]
+        return {
+            "images": torch.stack([it["image"] for it in good]) if good else torch.zeros(0, *shape),
+            "texts": torch.stack([it["text"] for it in good]) if good else torch.zeros(0, length, dtype=torch.long),
+            "neg_images": neg_images,
+            "neg_image_mask": neg_image_mask,
+            "neg_texts": neg_texts,
+            "neg_text_mask": neg_text_mask,
+            "neg_text_kind": neg_text_kind,
+            "indices": torch.tensor([it["index"] for it in good], dtype=torch.long),
+            "bad": bad,
+        }
+
+
+def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveDataset, list[BadRecord]]:
+    """Read ``data_cfg.train`` and build the dataset with the model's preprocessing and tokenizer.
+
+    Args:
+        data_cfg: a :class:`~mmclip_plugin.config.DataConfig`.
+        model: an :class:`~mmclip_plugin.model.MMCLIPModel` (``preprocess_val``/``preprocess_train``, ``tokenize``).
+        seed: the run seed.
+
+    Raises:
+        ValueError: no training data configured, or no valid sample left after validation.
+    """
+    if not data_cfg.train_paths:
+        raise ValueError("data.train is not set: give a data-set directory or a reference JSON file (data.train=PATH)")
+    samples, bad = read_samples(
+        data_cfg.train_paths, split=data_cfg.split, image_root=data_cfg.image_root,
+        reference_text_kind=data_cfg.reference_text_kind,
+    )
+    if not samples:
+        detail = "; ".join(map(str, bad[:5]))
+        raise ValueError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+    dataset = ContrastiveDataset(
+        samples,
+        model.preprocess_train if data_cfg.augment else model.preprocess_val,
+        model.tokenize,
+        image_negatives=data_cfg.image_negatives,
+        text_negatives=data_cfg.text_negatives,
+        sample=data_cfg.sample,
+        seed=seed,
+        hard_batches=data_cfg.hard_batches,
+        augment=data_cfg.augment,
+    )
+    return dataset, bad

@@ -1,0 +1,116 @@
+"""A resumable sequence of named stages, each a subprocess with its own folder and log.
+
+A stage that finished writes ``<out>/<stage>/DONE.json`` (atomically, with its command); a re-run
+skips it. An interrupted stage is simply run again: every command the pipeline calls resumes its own
+work (the data builder skips finished samples, ``mmclip-train`` takes ``--resume latest``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DONE = "DONE.json"
+LOG = "stage.log"
+
+
+class StageError(RuntimeError):
+    """A stage's command failed; the message carries its last output lines and the log path."""
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline.
+
+    Attributes:
+        name: folder name under the run directory, and the name ``--from``/``--until`` take.
+        commands: builds the argv list(s) to run, given the stage folder.
+        enabled: a stage whose recipe section is off is skipped (and not marked done).
+        env: extra environment variables for the subprocesses.
+    """
+
+    name: str
+    commands: Callable[[Path], Sequence[Sequence[str]]]
+    enabled: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def select(stages: Sequence[Stage], start: str | None = None, until: str | None = None) -> list[Stage]:
+    """The stages from ``start`` to ``until`` inclusive, by name."""
+    names = [s.name for s in stages]
+    for flag, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in names:
+            raise ValueError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
+    lo = names.index(start) if start else 0
+    hi = names.index(until) if until else len(names) - 1
+    if lo > hi:
+        raise ValueError(f"--from {start} comes after --until {until}; order: {', '.join(names)}")
+    return list(stages[lo : hi + 1])
+
+
+def is_done(run_dir: Path, stage: Stage) -> bool:
+    return (run_dir / stage.name / DONE).is_file()
+
+
+def _write_json_atomic(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) -> float:
+    """Run one stage's commands in order, teeing their output to the stage log; returns seconds."""
+    folder = run_dir / stage.name
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / LOG
+    env = {**os.environ, **stage.env}
+    start = time.time()
+    commands = [list(map(str, c)) for c in stage.commands(folder)]
+    with open(log_path, "a", encoding="utf-8") as log:
+        for argv in commands:
+            log.write(f"\n$ {' '.join(argv)}\n")
+            log.flush()
+            tail: list[str] = []
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail = (tail + [line.rstrip()])[-25:]
+            code = proc.wait()
+            if code != 0:
+                raise StageError(
+                    f"stage {stage.name!r} failed (exit code {code}) running: {' '.join(argv)}\n"
+                    + "\n".join(tail)
+                    + f"\nfull log: {log_path}"
+                )
+    seconds = time.time() - start
+    _write_json_atomic(folder / DONE, {"stage": stage.name, "commands": commands, "seconds": round(seconds, 1)})
+    echo(f"[mmgeolm] {stage.name}: done in {seconds:.0f}s")
+    return seconds
+
+
+def run_stages(run_dir: Path, stages: Sequence[Stage], echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Run the enabled stages not yet done; returns stage name -> 'done' | 'skipped (done)' | 'off'."""
+    status: dict[str, str] = {}
+    for stage in stages:
+        if not stage.enabled:
+            status[stage.name] = "off"
+            continue
+        if is_done(run_dir, stage):
+            echo(f"[mmgeolm] {stage.name}: already done, skipping")
+            status[stage.name] = "skipped (done)"
+            continue
+        echo(f"[mmgeolm] {stage.name}: running (log: {run_dir / stage.name / LOG})")
+        run_stage(run_dir, stage, echo)
+        status[stage.name] = "done"
+    return status
+
+
+def python_module(module: str, *args: object) -> list[str]:
+    """argv running ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *map(str, args)]
