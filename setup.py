@@ -32,11 +32,12 @@ setup(
     version="0.1.0",
     description="Geometric diagrams with hard negatives, MMCLIP encoder training and a LLaVA vision-tower plugin",
     python_requires=">=3.10",
-    packages=find_packages(include=["data_recipes*", "mmclip_plugin*", "llava_patches*"]),
+    packages=find_packages(include=["data_recipes*", "mmclip_plugin*", "llava_patches*", "mmgeolm*"]),
     package_data={
         "data_recipes": ["recipes/*.yaml"],
         "mmclip_plugin": ["configs/*.yaml", "model_configs/*.json"],
         "llava_patches": ["zero_configs/*.json"],
+        "mmgeolm": ["recipes/*.yaml"],
     },
     install_requires=BASE,
     extras_require={
@@ -53,7 +54,7 @@ setup(
             "mmclip-train=mmclip_plugin.cli:train_main",
             "mmclip-eval=mmclip_plugin.cli:eval_main",
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
-            "mmgeolm=mmgeolm_pipeline.cli:main",
+            "mmgeolm=mmgeolm.cli:main",
         ],
     },
 )

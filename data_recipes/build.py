@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,30 @@ def parse_shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(f"--shard expects I/N with 0 <= I < N, got {text!r}") from err
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of the data_recipes sources: a build is only resumed by the code that began it."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        rel = path.relative_to(package)
+        if path.is_file() and "__pycache__" not in rel.parts and rel.parts[0] != "recipes" and path.suffix != ".pyc":
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def build_fingerprint(recipe: Recipe, shard: Shard) -> str:
-    """sha256 (16 hex digits) of the format version, the resolved recipe and the shard."""
-    payload = {"format_version": FORMAT_VERSION, "recipe": recipe.to_dict(), "shard": [shard.index, shard.count]}
+    """sha256 (16 hex digits) of the format version, the code, the resolved recipe and the shard."""
+    payload = {
+        "format_version": FORMAT_VERSION, "code": code_fingerprint(), "recipe": recipe.to_dict(),
+        "shard": [shard.index, shard.count],
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _build_state(recipe: Recipe, shard: Shard) -> dict[str, Any]:
     return {
-        "format_version": FORMAT_VERSION, "fingerprint": build_fingerprint(recipe, shard),
+        "format_version": FORMAT_VERSION, "fingerprint": build_fingerprint(recipe, shard), "code": code_fingerprint(),
         "recipe": recipe.to_dict(), "recipe_file": recipe.source, "shard": [shard.index, shard.count],
     }
 
@@ -95,6 +110,8 @@ def prepare_directory(root: Path, recipe: Recipe, shard: Shard) -> None:
         differences = recipe_diff(old, state["recipe"])
         if previous.get("shard") != state["shard"]:
             differences.append(f"shard: {previous.get('shard')} != {state['shard']}")
+        if previous.get("code") != state["code"]:
+            differences.append(f"data_recipes code: {previous.get('code')} != {state['code']} (the code changed)")
         raise BuildRefused(
             f"{root} holds the build of recipe {old.get('name')!r} from {previous.get('recipe_file', '?')} "
             f"(fingerprint {previous.get('fingerprint')}), not of recipe {recipe.name!r} from {recipe.source} "

@@ -91,8 +91,8 @@ GROUPS: dict[str, Callable[[list[Fact]], list[str]]] = {
                          "on the coordinate grid, " + _and([f"{f.args[0]} = {f.value.replace(',', ', ')}" for f in fs if f.value])],
 }
 
-ORDER = ["shape", "isosceles", "right_triangle", "similar", "congruent", "circumcircle", "incircle", "on_circle",
-         "diameter", "radius", "tangent", "parallel", "perpendicular", "midpoint", "on_segment", "altitude", "median",
+ORDER = ["shape", "isosceles", "right_triangle", "similar", "congruent", "circumcircle", "incircle", "diameter", "radius",
+         "on_circle", "tangent", "parallel", "perpendicular", "midpoint", "on_segment", "altitude", "median",
          "bisector", "cevian", "intersection", "equal_length", "length", "angle", "point"]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from data_recipes.dataset_io import MANIFEST_FILE, atomic_write_bytes, atomic_write_json, write_samples
 from data_recipes.hardness import image_hardness
@@ -156,7 +157,7 @@ class Importer:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             self._reject(ImportRecordError(source, "-", "-", f"cannot read the file: {exc}"))
             return
-        for i, record in enumerate(records):
+        for i, record in enumerate(tqdm(records, desc=f"import {path.name}", unit="record", disable=len(records) < 100)):
             self.counts["records"] += 1
             try:
                 self._add_reference_record(record, kind, source, i, root)
@@ -292,15 +293,20 @@ def run_cli(args: argparse.Namespace) -> int:
         if path is not None and not path.exists():
             print(f"import: --{name.replace('_', '-')} {path}: no such file or directory", file=sys.stderr)
             return 2
+    try:
+        from data_recipes.sandbox import Sandbox
+
+        sandbox = Sandbox(workers=args.workers, timeout=args.timeout) if args.pairs_dir else None
+    except ValueError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
     importer = Importer(args.out)
     if args.reference_image_negatives:
         importer.add_reference(args.reference_image_negatives, "image", args.image_root)
     if args.reference_text_negatives:
         importer.add_reference(args.reference_text_negatives, "text", args.image_root)
-    if args.pairs_dir:
-        from data_recipes.sandbox import Sandbox
-
-        with Sandbox(workers=args.workers, timeout=args.timeout) as sandbox:
+    if sandbox is not None:
+        with sandbox:
             importer.add_pairs_dir(args.pairs_dir, sandbox)
     manifest = importer.write({k: str(v) for k, v in sources.items() if v is not None})
     counts = manifest["counts"]

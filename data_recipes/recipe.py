@@ -86,7 +86,7 @@ class NegativesConfig:
 
     per_positive: int = 4
     types: tuple[str, ...] = ()
-    min_changed_fraction: float = 0.001
+    min_changed_fraction: float = 0.0002
     min_ssim: float = 0.5
     require_full_negatives: bool = False
     max_rounds: int = 2

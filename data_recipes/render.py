@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,56 @@ class DrawCall:
     args: tuple[Any, ...]
     kwargs: tuple[tuple[str, Any], ...]
 
+    def __post_init__(self) -> None:
+        # every number is rounded once here, so the script's literals and the fast path's values agree
+        object.__setattr__(self, "args", _round_all(self.args))
+        object.__setattr__(self, "kwargs", tuple((k, _round_all(v)) for k, v in self.kwargs))
+
+    def pool_key(self) -> tuple[Any, ...]:
+        """Calls with equal keys draw artists that differ only in geometry, so one artist can be reused."""
+        if self.method == "arrow":
+            return (self.method, self.args, self.kwargs)
+        if self.method == "Arc":
+            return (self.method, tuple(kv for kv in self.kwargs if kv[0] not in ("theta1", "theta2")))
+        if self.method == "text":
+            return (self.method, self.kwargs)
+        return (self.method, self.kwargs)
+
+    def update(self, artist: Any) -> None:
+        """Give a pooled artist (made by an equal-keyed call) this call's geometry."""
+        m, a = self.method, self.args
+        if m == "plot":
+            artist.set_data(a[0], a[1])
+        elif m == "text":
+            artist.set_position((a[0], a[1]))
+            artist.set_text(a[2])
+        elif m == "TextPath":
+            artist.set_path(_text_path(*a))
+        elif m == "Polygon":
+            artist.set_xy(a[0])
+        elif m == "Circle":
+            artist.set_center(a[0])
+            artist.set_radius(a[1])
+        elif m == "Arc":
+            kw = dict(self.kwargs)
+            artist.set_center(a[0])
+            artist.set_width(a[1])
+            artist.set_height(a[2])
+            artist.theta1, artist.theta2 = kw["theta1"], kw["theta2"]
+            artist.stale = True
+        elif m == "Wedge":
+            artist.set_center(a[0])
+            artist.set_radius(a[1])
+            artist.set_theta1(a[2])
+            artist.set_theta2(a[3])
+
     def source(self) -> str:
         """The call as one line of Python."""
         parts = [_py(a) for a in self.args] + [f"{k}={_py(v)}" for k, v in self.kwargs]
+        if self.method == "TextPath":
+            (x, y), text, size = self.args
+            kw = ", ".join(f"{k}={_py(v)}" for k, v in self.kwargs)
+            return f"ax.add_patch(PathPatch(TextPath(({_py(x)}, {_py(y)}), {text!r}, size={_py(size)}), {kw}))"
         if self.method in PATCHES:
             return f"ax.add_patch({self.method}({', '.join(parts)}))"
         return f"ax.{self.method}({', '.join(parts)})"
@@ -43,12 +91,27 @@ class DrawCall:
     def apply(self, ax: Any) -> list[Any]:
         """Run the call on ``ax``; returns the artists it created."""
         kwargs = dict(self.kwargs)
+        if self.method == "TextPath":
+            from matplotlib.patches import PathPatch
+            from matplotlib.textpath import TextPath
+
+            return [ax.add_patch(PathPatch(TextPath(self.args[0], self.args[1], size=self.args[2]), **kwargs))]
         if self.method in PATCHES:
             from matplotlib import patches
 
             return [ax.add_patch(getattr(patches, self.method)(*self.args, **kwargs))]
         out = getattr(ax, self.method)(*self.args, **kwargs)
         return list(out) if isinstance(out, list) else [out]
+
+
+def _round_all(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 3) + 0.0
+    if isinstance(v, list):
+        return [_round_all(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_round_all(x) for x in v)
+    return v
 
 
 def _py(v: Any) -> str:
@@ -71,6 +134,7 @@ class Style:
     lw: float  # line width, points
     font: float  # label font size, points
     dot: float  # marker size, points
+    unit: float = 1.0  # data units per point (set by ``layout`` once the window is known)
 
     @classmethod
     def for_size(cls, size_px: int, dpi: int) -> Style:
@@ -168,8 +232,40 @@ def _line(xs: list[float], ys: list[float], st: Style, color: str = "black", das
     return DrawCall("plot", ([_r(x) for x in xs], [_r(y) for y in ys]), tuple(kw))
 
 
-def _text(p: np.ndarray, s: str, size: float) -> DrawCall:
-    return DrawCall("text", (_r(p[0]), _r(p[1]), s), (("ha", "center"), ("va", "center"), ("fontsize", size)))
+@lru_cache(maxsize=4096)
+def _glyphs(s: str) -> tuple[np.ndarray, np.ndarray]:
+    """Outline of ``s`` in the default font at ``text_to_path.FONT_SCALE`` (what ``TextPath`` builds on)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    verts, codes = text_to_path.get_text_path(FontProperties(), s)
+    return np.asarray(verts, dtype=float), np.asarray(codes)
+
+
+def _text_path(xy: tuple[float, float], s: str, size: float) -> Any:
+    """The same vertices ``TextPath(xy, s, size=size)`` draws, from the cached outline (no font work)."""
+    from matplotlib.path import Path
+    from matplotlib.textpath import text_to_path
+    from matplotlib.transforms import Affine2D
+
+    verts, codes = _glyphs(s)
+    return Path(Affine2D().scale(size / text_to_path.FONT_SCALE).translate(*xy).transform(verts), codes)
+
+
+def _text(p: np.ndarray, s: str, size_pt: float, st: Style) -> DrawCall:
+    """Text centred on ``p`` as a filled glyph outline (``TextPath``), ``size_pt`` points high.
+
+    Outlines instead of ``ax.text``: they are drawn like any other patch (fast, cacheable) and give
+    the same pixels in the script and in the fast path.
+    """
+    from matplotlib.textpath import text_to_path
+
+    size = round(size_pt * st.unit, 3)
+    verts, _ = _glyphs(s)
+    k = size / text_to_path.FONT_SCALE
+    lo, hi = verts.min(axis=0) * k, verts.max(axis=0) * k
+    x0, y0 = p[0] - (lo[0] + hi[0]) / 2, p[1] - (lo[1] + hi[1]) / 2
+    return DrawCall("TextPath", ((_r(x0), _r(y0)), s, size), (("fc", "black"), ("ec", "none"), ("lw", 0.0)))
 
 
 def _interior_angle(scene: Scene, refs: tuple[str, ...]) -> tuple[float, float, np.ndarray]:
@@ -191,13 +287,31 @@ def layout(scene: Scene, size_px: int = 336, dpi: int = 100) -> tuple[tuple[floa
     """The data window and the draw calls of ``scene`` at this output size."""
     lim = limits(scene)
     S = lim[1] - lim[0]
-    st = Style.for_size(size_px, dpi)
+    st = replace(Style.for_size(size_px, dpi), unit=S / size_px * dpi / 72.0)
     pts = np.array(list(scene.points.values()))
     center = pts.mean(axis=0)
     calls: list[DrawCall] = []
     for el in sorted(scene.elements, key=lambda e: ORDER[e.kind]):
         calls += _element_calls(scene, el, S, st, center)
-    return lim, calls
+    return lim, [_with_zorder(c) for c in calls]
+
+
+def _with_zorder(c: DrawCall) -> DrawCall:
+    """Explicit layers (grid < fills < ink < dots < text): drawing order never depends on creation order."""
+    kw = dict(c.kwargs)
+    if c.method == "TextPath":
+        z = 3.0
+    elif c.method == "arrow":
+        z = 0.6
+    elif kw.get("color") == GRID:
+        z = 0.5
+    elif kw.get("fc") == FILL:
+        z = 0.7
+    elif "marker" in kw:
+        z = 2.5
+    else:
+        z = 2.0
+    return DrawCall(c.method, c.args, (*c.kwargs, ("zorder", z)))
 
 
 def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.ndarray) -> list[DrawCall]:  # noqa: C901
@@ -242,7 +356,7 @@ def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.nd
         return [_line([p[0] for p in q], [p[1] for p in q], st, lw=0.8 * st.lw)]
     if k in ("ticks", "arrows"):
         n = int(el.attrs.get("count", 1))
-        m, u = g.lerp(P[0], P[1], 0.5), g.unit(P[1] - P[0])
+        m, u = g.lerp(P[0], P[1], _mark_param(scene, el.refs, S)), g.unit(P[1] - P[0])
         nrm = g.perp(u)
         out = []
         for i in range(n):
@@ -261,22 +375,37 @@ def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.nd
     if k == "label":
         h = label_direction(scene, el.refs[0])
         lean = 1.0 + 0.25 * abs(math.sin(math.radians(2 * h)))
-        return [_text(g.polar(P[0], 0.05 * S * lean, h), el.refs[0], st.font)]
+        return [_text(g.polar(P[0], 0.05 * S * lean, h), el.refs[0], st.font, st)]
     if k == "length_label":
         text = el.attrs.get("text") or format_number(float(el.attrs["value"]))
         m, nrm = g.lerp(P[0], P[1], 0.5), g.perp(g.unit(P[1] - P[0]))
         if np.dot(nrm, m - center) < 0 or (abs(np.dot(nrm, m - center)) < 1e-9 and nrm[1] < 0):
             nrm = -nrm
-        return [_text(m + 0.055 * S * nrm, text, 0.9 * st.font)]
+        return [_text(m + 0.055 * S * nrm, text, 0.9 * st.font, st)]
     if k == "angle_label":
         text = el.attrs.get("text") or format_number(float(el.attrs["value"])) + "°"
         t1, t2, bis = _interior_angle(scene, el.refs)
         half = math.radians((t2 - t1) / 2)
         d = 0.07 * S + 0.035 * S / max(math.sin(half), 0.3)
-        return [_text(P[1] + d * bis, text, 0.8 * st.font)]
+        return [_text(P[1] + d * bis, text, 0.8 * st.font, st)]
     if k == "grid":
         return _grid_calls(el, S, st)
     raise ValueError(f"no layout for element kind {k!r}")
+
+
+def _mark_param(scene: Scene, refs: tuple[str, ...], S: float) -> float:
+    """Where along segment refs to put ticks or arrows: the middle, unless a labelled point sits there."""
+    a, b = scene.p(refs[0]), scene.p(refs[1])
+    inner = [scene.p(n) for n in scene.labelled() if n not in refs
+             and g.point_line_distance(scene.p(n), a, b) < 1e-6 * S and 0 < g.line_param(scene.p(n), a, b) < 1]
+    best, best_d = 0.5, -1.0
+    for t in (0.5, 0.35, 0.65, 0.25, 0.75):
+        d = min((g.dist(g.lerp(a, b, t), q) for q in inner), default=S)
+        if d >= 0.07 * S:
+            return t
+        if d > best_d:
+            best, best_d = t, d
+    return best
 
 
 def _grid_calls(el: Element, S: float, st: Style) -> list[DrawCall]:
@@ -291,11 +420,11 @@ def _grid_calls(el: Element, S: float, st: Style) -> list[DrawCall]:
                         (("color", "black"), ("width", _r(0.002 * S)), ("head_width", _r(0.025 * S)),
                          ("length_includes_head", True))))
     small = round(0.65 * st.font, 1)
-    out += [_text(np.array([x, -0.045 * S]), str(x), small) for x in range(x0, x1 + 1, step) if x != 0]
-    out += [_text(np.array([-0.045 * S, y]), str(y), small) for y in range(y0, y1 + 1, step) if y != 0]
-    out.append(_text(np.array([-0.04 * S, -0.04 * S]), "0", small))
-    out.append(_text(np.array([x1 + 0.4, -0.05 * S]), "x", round(0.8 * st.font, 1)))
-    out.append(_text(np.array([-0.05 * S, y1 + 0.4]), "y", round(0.8 * st.font, 1)))
+    out += [_text(np.array([x, -0.045 * S]), str(x), small, st) for x in range(x0, x1 + 1, step) if x != 0]
+    out += [_text(np.array([-0.045 * S, y]), str(y), small, st) for y in range(y0, y1 + 1, step) if y != 0]
+    out.append(_text(np.array([-0.04 * S, -0.04 * S]), "0", small, st))
+    out.append(_text(np.array([x1 + 0.4, -0.05 * S]), "x", round(0.8 * st.font, 1), st))
+    out.append(_text(np.array([-0.05 * S, y1 + 0.4]), "y", round(0.8 * st.font, 1), st))
     return out
 
 
@@ -313,7 +442,8 @@ def emit_script(scene: Scene, size_px: int = 336, dpi: int = 100) -> str:
         "",
         'matplotlib.use("Agg")',
         "import matplotlib.pyplot as plt  # noqa: E402",
-        "from matplotlib.patches import Arc, Circle, Polygon, Wedge  # noqa: E402,F401",
+        "from matplotlib.patches import Arc, Circle, PathPatch, Polygon, Wedge  # noqa: E402,F401",
+        "from matplotlib.textpath import TextPath  # noqa: E402,F401",
         "",
         f"fig = plt.figure(figsize=({inch!r}, {inch!r}), dpi={dpi})",
         "ax = fig.add_axes([0, 0, 1, 1])",
@@ -337,16 +467,28 @@ class _Canvas:
         self.canvas = FigureCanvasAgg(self.fig)
         self.ax = self.fig.add_axes([0, 0, 1, 1])
         self.ax.set_axis_off()
-        self.artists: list[Any] = []
+        self.pools: dict[tuple[Any, ...], list[Any]] = {}
 
     def draw(self, lim: tuple[float, ...], calls: list[DrawCall]) -> np.ndarray:
-        for a in self.artists:
-            a.remove()
-        self.artists = []
+        # Artists are pooled by style and re-used with new geometry: creating matplotlib artists costs
+        # more than drawing them. Unused pooled artists are hidden. Layers are explicit zorders, so
+        # re-use never changes what is drawn over what.
         self.ax.set_xlim(lim[0], lim[1])
         self.ax.set_ylim(lim[2], lim[3])
+        used: dict[tuple[Any, ...], int] = {}
         for c in calls:
-            self.artists += c.apply(self.ax)
+            key = c.pool_key()
+            pool = self.pools.setdefault(key, [])
+            i = used.get(key, 0)
+            used[key] = i + 1
+            if i < len(pool):
+                c.update(pool[i])
+                pool[i].set_visible(True)
+            else:
+                pool.extend(c.apply(self.ax))
+        for key, pool in self.pools.items():
+            for artist in pool[used.get(key, 0):]:
+                artist.set_visible(False)
         self.canvas.draw()
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
@@ -367,8 +509,11 @@ def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an (H, W, 3) uint8 array (fast zlib level; deterministic)."""
     from PIL import Image
 
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all():
+        image = image[..., 0]  # our diagrams are grey: a one-channel PNG is a third of the work, same pixels
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

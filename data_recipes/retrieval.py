@@ -27,6 +27,8 @@ except ImportError:
 # Words that carry no geometry. Negations ("not", "no") stay: they change what a caption says.
 STOP_WORDS = ("a", "an", "the", "is", "are", "of", "and", "in", "to", "at", "with", "as", "be", "by",
               "that", "this", "its", "it", "which", "figure", "shown", "given", "let")
+# Single characters count: "side 4" and "side 5", "point C" and "point D" are different captions.
+TOKEN_PATTERN = r"(?u)\b\w+\b|[∠△⊥∥∼≅°]"
 BLOCK_BYTES = 64 * 2**20  # one block of float32 similarities
 
 
@@ -92,10 +94,11 @@ class TfidfBackend(SimilarityBackend):
         self.stop_words = list(stop_words)
 
     def fit(self, texts: Sequence[str]) -> None:
-        vectorizer = TfidfVectorizer(dtype=np.float32, stop_words=self.stop_words or None)
+        vectorizer = TfidfVectorizer(dtype=np.float32, stop_words=self.stop_words or None,
+                                     token_pattern=TOKEN_PATTERN)
         try:
             matrix = vectorizer.fit_transform(texts).tocsc()
-        except ValueError as err:  # an empty vocabulary: no caption has a word of two letters or more
+        except ValueError as err:  # an empty vocabulary: no caption has a word
             if "empty vocabulary" not in str(err):
                 raise
             matrix = sp.csc_matrix((len(texts), 1), dtype=np.float32)

@@ -162,6 +162,15 @@ def _read_roots(cache_dir: str) -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(c) for c in candidates if c and os.path.exists(c)}))
 
 
+def _address_space_bytes() -> int:
+    """Current virtual size (Linux /proc); elsewhere a 1 GiB guess (RLIMIT_AS is Linux-only anyway)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * resource.getpagesize()
+    except OSError:
+        return 1 << 30
+
+
 def _collect_png(workdir: str, output_name: str, plt) -> tuple[bytes | None, str]:
     """The requested file, else any PNG saved in the working directory, else the current figure."""
     target = os.path.join(workdir, output_name)
@@ -279,8 +288,7 @@ def main(argv: list[str]) -> int:
         rc = dict(matplotlib.rcParams)
         policy = _Policy(_read_roots(config["cache_dir"]))
         # Limits are set once the warm-up is done: the budget is on top of what the warm worker uses.
-        with open("/proc/self/statm") as handle:
-            vm_bytes = int(handle.read().split()[0]) * resource.getpagesize()
+        vm_bytes = _address_space_bytes()
         limit_as = vm_bytes + int(config["memory_mb"]) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
         fsize = int(config["max_file_mb"] * 2**20)

@@ -225,10 +225,11 @@ def run_cli(args: argparse.Namespace) -> int:
             items = items_from_scripts_dir(args.scripts_dir)
         else:
             items = items_from_reference_json(args.reference_json, args.scripts_dir)
-    except (OSError, ValueError) as exc:
+        sandbox = build_sandbox(args, args.workers)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"perturb-batch: {exc}", file=sys.stderr)
         return 2
-    with build_sandbox(args, args.workers) as sandbox:
+    with sandbox:
         summary = run_batch(items, args.out, config, sandbox, inputs)
     print(f"perturb-batch: {len(summary['done'])} of {summary['items']} scripts done "
           f"(skipped {summary['skipped']} finished earlier), {summary['negatives']} negatives, "

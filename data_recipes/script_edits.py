@@ -222,27 +222,62 @@ def _text_string_sites(tree: ast.Module) -> list[tuple[int, ast.Constant]]:
     return sites
 
 
+def _label_sites(tree: ast.Module) -> list[tuple[int, int, str]]:
+    """(node index, character position or -1, letter) of every vertex label in the script.
+
+    Labels are single capital letters (``'A'``, ``'$B$'``, ``"C'"``) passed to text/annotate calls,
+    used as dict keys (``{'A': (0, 0)}``) or as tuple/list items (``[('A', A), ...]``), and the
+    letters of a string of distinct capitals passed to ``zip``/``enumerate`` (``zip('ABC', points)``).
+    """
+    index_of = {id(n): i for i, n in enumerate(ast.walk(tree))}
+    candidates: list[ast.AST] = [node for _, node in _text_string_sites(tree)]
+    spelled: list[ast.Constant] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            candidates += [k for k in node.keys if k is not None]
+        elif isinstance(node, ast.Tuple | ast.List):
+            candidates += node.elts
+        elif _call_name(node) in ("zip", "enumerate"):
+            spelled += [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    sites, seen = [], set()
+    for node in candidates:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in seen:
+            match = LABEL_RE.match(node.value)
+            if match:
+                seen.add(id(node))
+                sites.append((index_of[id(node)], -1, match.group(2)))
+    for node in spelled:
+        text = node.value
+        if 2 <= len(text) <= 8 and text.isalpha() and text.isupper() and len(set(text)) == len(text):
+            sites += [(index_of[id(node)], position, letter) for position, letter in enumerate(text)]
+    return sites
+
+
+def _relabel(node: ast.Constant, position: int, old: str, new: str) -> None:
+    if position >= 0:
+        node.value = node.value[:position] + new + node.value[position + 1:]
+    else:
+        node.value = node.value.replace(old, new, 1)
+
+
 @register_script_edit("swap_labels")
 def swap_labels(tree: ast.Module, rng: np.random.Generator) -> list[ScriptEdit]:
-    """Exchange two single-letter labels of text/annotate calls (``A`` <-> ``B``)."""
-    labels = []
-    for index, node in _text_string_sites(tree):
-        match = LABEL_RE.match(node.value)
-        if match:
-            labels.append((index, node, match.group(2)))
+    """Exchange two vertex labels (``A`` <-> ``B``) wherever they are drawn or named (see _label_sites)."""
+    labels = _label_sites(tree)
+    nodes = list(ast.walk(tree))
     edits, seen = [], set()
-    for i, (index_a, node_a, a) in enumerate(labels):
-        for index_b, node_b, b in labels[i + 1:]:
-            if a == b or (a, b) in seen:
+    for i, (index_a, pos_a, a) in enumerate(labels):
+        for index_b, pos_b, b in labels[i + 1:]:
+            if a == b or frozenset((a, b)) in seen:
                 continue
-            seen.add((a, b))
-            text_a, text_b = node_a.value, node_b.value
+            seen.add(frozenset((a, b)))
 
-            def change(_, clone, index_a=index_a, index_b=index_b, text_a=text_a, text_b=text_b):
-                nodes = list(ast.walk(clone))
-                nodes[index_a].value, nodes[index_b].value = text_b, text_a
+            def change(_, clone, index_a=index_a, index_b=index_b, pos_a=pos_a, pos_b=pos_b, a=a, b=b):
+                clone_nodes = list(ast.walk(clone))
+                _relabel(clone_nodes[index_a], pos_a, a, b)
+                _relabel(clone_nodes[index_b], pos_b, b, a)
 
-            detail = f"labels {a} <-> {b} ({_line(node_a)}, {_line(node_b)})"
+            detail = f"labels {a} <-> {b} ({_line(nodes[index_a])}, {_line(nodes[index_b])})"
             edits.append(ScriptEdit("swap_labels", _edited(tree, index_a, change), detail, caption_swap=(a, b)))
     return edits
 

@@ -308,10 +308,11 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         script = args.script.read_text(encoding="utf-8")
         config = build_perturb_config(args)
+        sandbox = build_sandbox(args, args.workers)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"perturb-script: {args.script}: {exc}", file=sys.stderr)
         return 2
-    with build_sandbox(args, args.workers) as sandbox:
+    with sandbox:
         result = perturb_script(script, args.out, config, sandbox, caption=args.caption, source=str(args.script))
     print(f"{args.script}: {result.message} -> {args.out / MANIFEST}", file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1

@@ -28,16 +28,15 @@ KINDS = ("rule", "retrieval")
 GPT_SPEAKERS = ("gpt", "assistant", "model")
 
 
-def _check_items(items: Sequence[Any], where: str = "item") -> None:
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise DatasetFormatError(f"{where} {i}: expected an object with 'id' and 'caption', got {type(item).__name__}")
-        for key in ("id", "caption"):
-            if not isinstance(item.get(key), str):
-                raise DatasetFormatError(f"{where} {i}: key '{key}': expected a string, got {item.get(key)!r:.80}")
-        facts = item.get("facts")
-        if facts is not None and not (isinstance(facts, list) and all(isinstance(f, str) for f in facts)):
-            raise DatasetFormatError(f"{where} {i}: key 'facts': expected a list of strings, got {facts!r:.80}")
+def _check_item(item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise DatasetFormatError(f"{where}: expected an object with 'id' and 'caption', got {type(item).__name__}")
+    for key in ("id", "caption"):
+        if not isinstance(item.get(key), str):
+            raise DatasetFormatError(f"{where}: key '{key}': expected a string, got {item.get(key)!r:.80}")
+    facts = item.get("facts")
+    if facts is not None and not (isinstance(facts, list) and all(isinstance(f, str) for f in facts)):
+        raise DatasetFormatError(f"{where}: key 'facts': expected a list of strings, got {facts!r:.80}")
 
 
 def item_rng(seed: int, item_id: str) -> np.random.Generator:
@@ -75,7 +74,8 @@ def generate_text_negatives(
         raise ValueError(f"unknown negative kind(s) {unknown or kinds}; expected a non-empty subset of {list(KINDS)}")
     if num < 0:
         raise ValueError(f"num must be >= 0, got {num}")
-    _check_items(items)
+    for i, item in enumerate(items):
+        _check_item(item, f"item {i}")
     lines = [{"id": it["id"], "caption": it["caption"], "negatives": []} for it in items]
     reports: list[dict] = []
     if "rule" in kinds:
@@ -145,7 +145,7 @@ def _item_from_record(record: Any, index: int, where: str) -> dict:
                 "caption": _caption_from_conversations(record["conversations"], where)}
     else:
         raise DatasetFormatError(f"{where}: expected key 'caption' (JSONL items) or 'conversations' (reference format)")
-    _check_items([item], where=where)
+    _check_item(item, where)
     return item
 
 

@@ -82,16 +82,15 @@ def answer(
     prompt = build_prompt(query, conv_mode, getattr(model.config, "mm_use_im_start_end", False))
     images = process_images([image], image_processor, model.config).to(model.device, dtype=model.dtype)
     input_ids = tokenizer_image_token(prompt, tokenizer, image_token_index, return_tensors="pt").unsqueeze(0)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     output_ids = model.generate(
         input_ids.to(model.device),
         images=images,
         image_sizes=[image.size],
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=None,
         max_new_tokens=max_new_tokens,
         use_cache=True,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        **sampling,
     )
     return tokenizer.batch_decode(output_ids, skip_special_tokens=True)[0].strip()
 

@@ -44,8 +44,9 @@ class DataConfig:
             reference-format JSON file (image- or text-negative list), or a list of them.
         split: which ``split`` of a data-set directory to train on (reference JSON has no split).
         batch_size: samples per micro-batch per process.
-        image_negatives: K image negatives per sample (padded with a mask when fewer exist).
-        text_negatives: K caption negatives per sample.
+        image_negatives: K image negatives per sample (padded with a mask when fewer exist; the
+            reference uses 9).
+        text_negatives: K caption negatives per sample (the reference uses 5).
         sample: ``fixed`` takes the first K negatives; ``random`` draws K seeded by (seed, epoch, index).
         hard_batches: also expose every image negative (with its own caption) as an item and batch each
             positive together with its negatives (grouped sampler), so in-batch negatives are hard.
@@ -54,13 +55,15 @@ class DataConfig:
         image_root: base folder for relative image paths in reference JSON (default: the JSON's folder).
         reference_text_kind: kind given to the reference's ``negative_captions`` (it does not record one).
         drop_last: drop the last incomplete batch of an epoch.
+        text_negative_kinds: keep only caption negatives of these kinds (None: every kind); the
+            ablation's retrieval-only and rule-only arms use it.
     """
 
     train: str | list[str] | None = None
     split: str = "train"
     batch_size: int = 8
-    image_negatives: int = 0
-    text_negatives: int = 0
+    image_negatives: int = 9
+    text_negatives: int = 5
     sample: str = "fixed"
     hard_batches: bool = False
     num_workers: int = 0
@@ -68,6 +71,7 @@ class DataConfig:
     image_root: str | None = None
     reference_text_kind: str = "rule"
     drop_last: bool = True
+    text_negative_kinds: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size",):
@@ -80,6 +84,12 @@ class DataConfig:
             raise ConfigError(f"data.sample must be one of {SAMPLE_MODES}, got {self.sample!r}")
         if self.reference_text_kind not in TEXT_KINDS:
             raise ConfigError(f"data.reference_text_kind must be one of {TEXT_KINDS}, got {self.reference_text_kind!r}")
+        if self.text_negative_kinds is not None and (
+            not self.text_negative_kinds or set(self.text_negative_kinds) - set(TEXT_KINDS)
+        ):
+            raise ConfigError(
+                f"data.text_negative_kinds must be a non-empty list of {TEXT_KINDS} or null, got {self.text_negative_kinds!r}"
+            )
         if isinstance(self.train, list) and not self.train:
             raise ConfigError("data.train is an empty list; give a data-set directory or a reference JSON file")
 
@@ -191,6 +201,12 @@ class TrainConfig:
             raise ConfigError(
                 f"need log_every >= 1, save_every >= 0, keep_last >= 1; got {self.log_every}, {self.save_every}, {self.keep_last}"
             )
+        for term, k_key in (("image_negatives", "image_negatives"), ("text_negatives", "text_negatives")):
+            if term in self.loss.active_terms and getattr(self.data, k_key) == 0:
+                raise ConfigError(
+                    f"loss.{term}={getattr(self.loss, term)!r} is on but data.{k_key}=0 gives it no negatives: "
+                    f"set data.{k_key} > 0 or loss.{term}=null"
+                )
 
 
 # ------------------------------------------------------------------------------------- building

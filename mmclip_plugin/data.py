@@ -409,6 +409,10 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         data_cfg.train_paths, split=data_cfg.split, image_root=data_cfg.image_root,
         reference_text_kind=data_cfg.reference_text_kind,
     )
+    kinds = getattr(data_cfg, "text_negative_kinds", None)
+    if kinds is not None:  # e.g. the ablation's rule-only arm
+        for s in samples:
+            s.text_negatives = [t for t in s.text_negatives if t.kind in kinds]
     if not samples:
         detail = "; ".join(map(str, bad[:5]))
         raise ValueError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")

@@ -340,7 +340,11 @@ class MMCLIPVisionTower(nn.Module):
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         self._check_pixels(pixels)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
+        trainable = self.trainable
+        if self.vision_tower.training != (self.training and trainable):
+            # a trainer may flip requires_grad after .train(): keep "frozen means eval mode" true
+            self.vision_tower.train(self.training and trainable)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             prefix, patches = self._hidden_state(pixels)
             if self.select_feature == "cls_patch" and prefix is not None:
                 return torch.cat([prefix, patches], dim=1)

@@ -95,7 +95,7 @@ def _scatter(valid: torch.Tensor, mask: torch.Tensor, b: int, k: int) -> torch.T
     """(N, D) features of the True slots of ``mask`` (B, K) -> (B, K, D), zeros elsewhere."""
     slots = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
     out = valid.new_zeros(b * k, valid.shape[-1])
-    return out.index_copy(0, slots, valid).view(b, k, -1)
+    return out.index_copy(0, slots, valid).view(b, k, valid.shape[-1])
 
 
 class Meter:

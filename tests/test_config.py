@@ -106,3 +106,11 @@ def test_dataclass_validation():
         TrainConfig(steps=None, epochs=None)
     cfg = build_config(TrainConfig, {"steps": 3, "data": {"train": "d"}})
     assert cfg.steps == 3 and cfg.data.train_paths == ["d"]
+
+
+@pytest.mark.parametrize("term", ["image_negatives", "text_negatives"])
+def test_hard_term_without_negatives_is_refused(term):
+    with pytest.raises(ConfigError, match=f"data.{term}=0"):
+        load_config(TINY, [f"data.{term}=0"])
+    cfg = load_config(TINY, [f"data.{term}=0", f"loss.{term}=null"])
+    assert term not in cfg.loss.active_terms

@@ -221,3 +221,49 @@ def test_batch_over_scripts_dir_resumes(tmp_path, capsys):
     summary = json.loads((out / "manifest.json").read_text())
     assert sorted(summary["done"]) == ["broken", "tri"] and summary["rejects"] == []
     assert "skipped 1" in capsys.readouterr().out
+
+
+def test_labels_in_dicts_lists_and_zip_strings_are_swapped():
+    import numpy as np
+
+    script = (
+        "import matplotlib.pyplot as plt\n"
+        "points = {'A': (0, 0), 'B': (4, 0)}\n"
+        "others = [('C', (1, 3))]\n"
+        "for name, (x, y) in zip('DE', [(2, 0), (3, 1)]):\n"
+        "    plt.text(x, y, name)\n"
+    )
+    edits = propose_edits(script, np.random.default_rng(0), ["swap_labels"])["swap_labels"]
+    pairs = {frozenset(e.caption_swap) for e in edits}
+    assert {frozenset("AB"), frozenset("AC"), frozenset("DE"), frozenset("AD")} <= pairs
+    by_pair = {frozenset(e.caption_swap): e.script for e in edits}
+    assert "{'B': (0, 0), 'A': (4, 0)}" in by_pair[frozenset("AB")]
+    assert "zip('ED'" in by_pair[frozenset("DE")]
+
+
+def test_batch_reference_json_inputs(tmp_path):
+    from data_recipes.script_batch import items_from_reference_json
+
+    (tmp_path / "tiny.py").write_text(TINY)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "tri.py").write_text(TRIANGLE)
+    records = [
+        {"id": "inline", "code": TINY, "caption": "A segment."},
+        {"script": "tiny.py", "conversations": ["<image>", "Tiny caption."]},
+        {"positive_image_path": "imgs/tri.png",
+         "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": CAPTION}]},
+        {"positive_image_path": "imgs/none.png"},
+        {"script": "missing.py"},
+        ["not", "a", "record"],
+    ]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    items = items_from_reference_json(path, scripts)
+    assert [i.id for i in items] == ["inline", "record_1", "tri", "none", "record_4", "record_5"]
+    assert items[0].script == TINY and items[0].caption == "A segment."
+    assert items[1].script == TINY and items[1].caption == "Tiny caption."
+    assert items[2].script == TRIANGLE and items[2].caption == CAPTION and not items[2].error
+    assert "none.py" in items[3].error and "record 3" in items[3].error
+    assert "missing.py" in items[4].error and "does not exist" in items[4].error
+    assert "expected a JSON object" in items[5].error

@@ -1,4 +1,5 @@
 """The MMCLIP trainer end to end on CPU: the real `mmclip-train` entry point, exact resume, checkpoints, DDP."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,11 +31,11 @@ def test_cli_trains_overfits_and_writes_outputs(tmp_path, capsys):
     data = make_dataset_dir(tmp_path / "data", n=8, k_images=3, k_texts=3)
     (data / "images" / "5.png").write_bytes(b"corrupt")  # a positive that only fails when decoded
     out = tmp_path / "run"
-    rc = train_main([str(TINY), f"data.train={data}", f"output_dir={out}", "steps=24", "save_every=10", "keep_last=2",
+    rc = train_main([str(TINY), f"data.train={data}", f"output_dir={out}", "steps=18", "save_every=8", "keep_last=2",
                      *FAST])
     assert rc == 0
     history = _history(out)
-    assert [h["step"] for h in history] == list(range(1, 25))
+    assert [h["step"] for h in history] == list(range(1, 19))
     losses = [h["loss"] for h in history]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-6:]) / 6 < 0.7 * sum(losses[:3]) / 3  # it learns the tiny set
@@ -42,10 +43,10 @@ def test_cli_trains_overfits_and_writes_outputs(tmp_path, capsys):
         assert key in history[-1]
     assert history[0]["lr"] > history[-1]["lr"]  # cosine decay
     # checkpoints every 10 steps plus the end, only the last two kept, no temp directory left
-    assert [p.name for _, p in ckpt.list_checkpoints(out)] == ["step_000020", "step_000024"]
+    assert [p.name for _, p in ckpt.list_checkpoints(out)] == ["step_000016", "step_000018"]
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
-    saved = load_config(out / "checkpoints" / "step_000024" / ckpt.TRAIN_CONFIG)
-    assert saved.steps == 24 and saved.data.train == str(data)
+    saved = load_config(out / "checkpoints" / "step_000018" / ckpt.TRAIN_CONFIG)
+    assert saved.steps == 18 and saved.data.train == str(data)
     model = load_checkpoint(out / "final")  # what the LLaVA tower loads as mmclip:<dir>
     assert model.image_size == 32 and model.logit_bias is not None  # sigmoid term: learnable bias
     assert (out / "loss_curve.png").stat().st_size > 1000
@@ -89,7 +90,8 @@ def test_resume_errors_name_what_is_missing(tmp_path):
 @pytest.mark.parametrize(
     "extra",
     [["data.hard_batches=true", "loss.in_batch=sigmoid", "loss.image_negatives=softmax"],
-     ["precision=bf16", "optim.grad_accum_steps=2", "loss.image_negatives=null", "loss.text_negatives=null"]],
+     ["precision=bf16", "optim.grad_accum_steps=2", "loss.image_negatives=null", "loss.text_negatives=null",
+      "data.image_negatives=0", "data.text_negatives=0"]],
     ids=["hard_batches-sigmoid", "bf16-accum-in_batch_only"],
 )
 def test_variants_train_on_reference_json(tmp_path, extra):
@@ -141,3 +143,11 @@ def test_trains_on_the_data_set_builder_output(tmp_path):
     result = train(cfg)
     assert result.steps == 2 and not result.bad_records
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_names_it(tmp_path):
+    data = make_dataset_dir(tmp_path / "data", n=4, k_images=1, k_texts=1)
+    cfg = load_config(TINY, [f"data.train={data}", f"output_dir={tmp_path / 'o'}", "steps=1", "tensorboard=true", *FAST])
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        train(cfg)

@@ -74,10 +74,7 @@ def _base_triangle(kind: str, rng: np.random.Generator, t: list[str], facts: lis
         raise ValueError(f"unknown triangle kind {kind!r}")
     scene = Scene(points={a_: A, b_: B, c_: C})
     scene.add("polygon", a_, b_, c_)
-    if kind == "equilateral":
-        for u, v in ((a_, b_), (b_, c_), (a_, c_)):
-            scene.add("ticks", u, v, count=1)
-    elif kind == "isosceles":
+    if kind == "isosceles":
         scene.add("ticks", a_, b_, count=1)
         scene.add("ticks", a_, c_, count=1)
     elif kind == "right":

@@ -86,10 +86,8 @@ def _tick_segments(f: Fact) -> list[set[str]]:
         return [{b, a[0][1]}, {a[0][1], c}]
     if f.name == "equal_length":
         return [set(a[0]), set(a[1])]
-    if f.name == "isosceles":
-        return [{a[0][0], a[0][1]}, {a[0][0], a[0][2]}]
-    t = a[0]  # equilateral
-    return [{t[0], t[1]}, {t[1], t[2]}, {t[0], t[2]}]
+    t = a[0]  # isosceles: the two legs
+    return [{t[0], t[1]}, {t[0], t[2]}]
 
 
 def _mark_predicate(f: Fact, kind: str) -> Callable[[Element], bool]:
@@ -109,8 +107,7 @@ def _mark_predicate(f: Fact, kind: str) -> Callable[[Element], bool]:
 
 def _drop_marks(kind: str, names: tuple[str, ...], added_of: Callable[[Fact], list[str]], what: str):
     def perturb(scene: Scene, facts: list[str], rng: np.random.Generator) -> Perturbed | None:
-        cands = [f for f in facts_named(facts, *names) if not (f.name == "shape" and f.value != "equilateral")]
-        for f in shuffled(rng, cands):
+        for f in shuffled(rng, facts_named(facts, *names)):
             pred = _mark_predicate(f, kind)
 
             def edit(s: Scene, pred=pred) -> str | None:
@@ -133,7 +130,7 @@ def _cevian_of(f: Fact) -> list[str]:
 register_perturbation("drop_right_mark")(_drop_marks(
     "right_mark", ("perpendicular", "altitude", "right_triangle"), _cevian_of, "right-angle mark"))
 register_perturbation("drop_equal_ticks")(_drop_marks(
-    "ticks", ("midpoint", "median", "equal_length", "isosceles", "shape"),
+    "ticks", ("midpoint", "median", "equal_length", "isosceles"),
     lambda f: _cevian_of(f) + ([f"on_segment({f.args[0]},{f.args[1]})"] if f.name == "midpoint" else []),
     "equal-length tick marks"))
 register_perturbation("drop_angle_marks")(_drop_marks(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_recipes.families.common import RESERVED
 from data_recipes.facts import canonical, format_number, holds, rename_fact
 from data_recipes.perturbations import Perturbed, register_perturbation
 from data_recipes.perturbations.base import facts_named, shuffled
@@ -16,7 +17,7 @@ def label_swap(scene: Scene, facts: list[str], rng: np.random.Generator) -> Pert
     Every fact naming the two points is renamed, so several fact strings may change (one edit, the
     labelling); swaps that leave the facts unchanged (symmetric figures) are skipped.
     """
-    labelled = scene.labelled()
+    labelled = [n for n in scene.labelled() if n not in RESERVED]  # centres keep their conventional O / I
     pairs = [(a, b) for i, a in enumerate(labelled) for b in labelled[i + 1:]]
     for a, b in shuffled(rng, pairs):
         mapping = {a: b, b: a}

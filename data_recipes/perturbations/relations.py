@@ -7,7 +7,7 @@ from data_recipes import geometry as g
 from data_recipes.facts import canonical
 from data_recipes.perturbations import Perturbed, register_perturbation
 from data_recipes.perturbations.base import Edit, facts_named, first_valid, shuffled, signed
-from data_recipes.scene import Scene
+from data_recipes.scene import Element, Scene
 
 
 def _slide(name: str, a: str, b: str, t: float) -> Edit:
@@ -99,7 +99,7 @@ def perpendicular_break(scene: Scene, facts: list[str], rng: np.random.Generator
             v = (set(f.args[0]) & set(f.args[1])).pop()
             a, c = f.args[0].replace(v, ""), f.args[1].replace(v, "")
             rays = [(a, c), (c, a)]
-        deg = signed(rng, 6, 10)
+        deg = signed(rng, 5, 8)
         # first try turning one side about the vertex, then sliding its far end along the third side
         edits = [_rotate_points([moving], scene.p(v), deg, f"{v}{moving} about {v}") for moving, _ in rays]
         edits += [_slide_line(moving, v, other, deg) for moving, other in rays]
@@ -135,7 +135,7 @@ def on_circle_off(scene: Scene, facts: list[str], rng: np.random.Generator) -> P
         center = f.args[1] if f.name == "on_circle" else f.args[0]
         cands += [(f, p, center) for p in pts]
     for f, p, o in shuffled(rng, cands):
-        k = 1 + signed(rng, 0.08, 0.12)
+        k = 1 + signed(rng, 0.06, 0.09)
 
         def edit(s: Scene, p=p, o=o, k=k) -> str:
             s.set_point(p, g.lerp(s.p(o), s.p(p), k))
@@ -194,6 +194,10 @@ def diameter_to_chord(scene: Scene, facts: list[str], rng: np.random.Generator) 
         for end in shuffled(rng, [a, b]):
             def edit(s: Scene, end=end, deg=signed(rng, 12, 16)) -> str:
                 s.set_point(end, g.rotate_about(s.p(end), s.p(o), deg))
+                # a radius written on the old diameter keeps its segment: draw that radius
+                for el in s.find("length_label"):
+                    if o in el.refs and not s.has_segment(*el.refs):
+                        s.elements.insert(0, Element("segment", el.refs))
                 return f"moved {end} along circle {o} by {deg:+.0f} degrees: {a}{b} is a chord, not a diameter"
             edits.append(edit)
         res = first_valid(scene, facts, [str(f)], [], edits)
@@ -207,7 +211,7 @@ def incircle_shift(scene: Scene, facts: list[str], rng: np.random.Generator) -> 
     """The inscribed circle shrinks or grows by 10-14 percent: it no longer touches the sides."""
     for f in shuffled(rng, facts_named(facts, "incircle")):
         o = f.args[0]
-        k = 1 + signed(rng, 0.1, 0.14)
+        k = 1 + signed(rng, 0.08, 0.11)
 
         def edit(s: Scene, o=o, k=k) -> str:
             for el in s.find("circle", (o,)):

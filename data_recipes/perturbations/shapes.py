@@ -42,29 +42,29 @@ def _quad_edit(poly: str, target: str, rng: np.random.Generator, facts: list[str
         ab, ad = B - A, D - A
         angle = g.angle_at(B, A, D)
         if target in ("rhombus", "parallelogram") and abs(angle - 90) < 1e-3:  # from square / rectangle: shear
-            ad = g.rotate_about(ad, (0, 0), signed(rng, 10, 15))
+            ad = g.rotate_about(ad, (0, 0), signed(rng, 6, 9))
             if target == "parallelogram" and abs(np.hypot(*ab) - np.hypot(*ad)) < 1e-6:
-                ad = ad * (1 + signed(rng, 0.15, 0.2))
+                ad = ad * (1 + signed(rng, 0.1, 0.14))
         elif target == "rectangle":
-            if abs(angle - 90) > 25:
+            if abs(angle - 90) > 12:
                 return None
             ad = g.rotate_about(g.unit(ab), (0, 0), 90 if g.cross(ab, ad) > 0 else -90) * np.hypot(*ad)
             if abs(np.hypot(*ab) - np.hypot(*ad)) < 1e-6:
-                ad = ad * (1 + signed(rng, 0.15, 0.25))
+                ad = ad * (1 + signed(rng, 0.1, 0.14))
         elif target == "square":
             ratio = np.hypot(*ad) / np.hypot(*ab)
-            if not (0.75 < ratio < 1.33 and abs(angle - 90) < 20):
+            if not (0.85 < ratio < 1.18 and abs(angle - 90) < 12):
                 return None
             ad = g.rotate_about(g.unit(ab), (0, 0), 90 if g.cross(ab, ad) > 0 else -90) * np.hypot(*ab)
         elif target == "rhombus":  # from parallelogram: equal sides
             ratio = np.hypot(*ad) / np.hypot(*ab)
-            if not 0.75 < ratio < 1.33:
+            if not 0.85 < ratio < 1.18:
                 return None
             ad = g.unit(ad) * np.hypot(*ab)
         elif target == "parallelogram":  # from rhombus: stretch one pair of sides
-            ad = ad * (1 + signed(rng, 0.15, 0.22))
+            ad = ad * (1 + signed(rng, 0.1, 0.14))
         elif target == "quadrilateral":  # trapezoid / kite: turn side CD about C
-            s.set_point(d, g.rotate_about(D, C, signed(rng, 6, 9)))
+            s.set_point(d, g.rotate_about(D, C, signed(rng, 4, 6)))
             _fix_intersections(s, facts)
             return f"turned side {c}{d}: {poly} is now a general quadrilateral"
         else:
@@ -115,7 +115,7 @@ def triangle_shape_swap(scene: Scene, facts: list[str], rng: np.random.Generator
             edits = []
             for apex in shuffled(rng, [0, 1, 2]):
                 tri = t[apex:] + t[:apex]
-                edits.append(_move_apex_along_axis(tri, 1 + signed(rng, 0.15, 0.25)))
+                edits.append(_move_apex_along_axis(tri, 1 + signed(rng, 0.1, 0.15)))
             added = lambda tri: canonical(f"isosceles({tri})")  # noqa: E731
             for edit, apex in zip(edits, range(3)):
                 tri = t[apex:] + t[:apex]
@@ -124,8 +124,8 @@ def triangle_shape_swap(scene: Scene, facts: list[str], rng: np.random.Generator
                     return res
         elif f.name == "isosceles":
             a, b, c = t
-            edits = [_slide_vertex(c, b, c, 1 + signed(rng, 0.15, 0.22)), _slide_vertex(b, c, b, 1 + signed(rng, 0.15, 0.22))]
-            shift = signed(rng, 0.1, 0.15)
+            edits = [_slide_vertex(c, b, c, 1 + signed(rng, 0.1, 0.14)), _slide_vertex(b, c, b, 1 + signed(rng, 0.1, 0.14))]
+            shift = signed(rng, 0.08, 0.12)
 
             def move_apex(s: Scene) -> str:
                 s.set_point(a, s.p(a) + shift * (s.p(c) - s.p(b)))
@@ -146,7 +146,7 @@ def regular_polygon_break(scene: Scene, facts: list[str], rng: np.random.Generat
         center = g.centroid([scene.p(x) for x in poly])
         edits = []
         for v in shuffled(rng, list(poly))[:3]:
-            def edit(s: Scene, v=v, k=1 + signed(rng, 0.1, 0.14)) -> str:
+            def edit(s: Scene, v=v, k=1 + signed(rng, 0.08, 0.12)) -> str:
                 s.set_point(v, g.lerp(center, s.p(v), k))
                 return f"moved vertex {v} {'outward' if k > 1 else 'inward'} ({k:.2f} of its distance to the centre)"
             edits.append(edit)

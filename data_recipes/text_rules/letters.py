@@ -95,7 +95,9 @@ def propose_renames(caption: str, rng: np.random.Generator) -> list[Edit]:
         found: list[str] = []
         candidates = _structured_candidates(kind, name)
         if len(letters) >= len(name):
-            candidates += ["".join(rng.choice(letters, size=len(name), replace=False)) for _ in range(MAX_TRIES_PER_LABEL)]
+            # MAX_TRIES_PER_LABEL random names of distinct caption letters, drawn in one call.
+            picks = rng.random((MAX_TRIES_PER_LABEL, len(letters))).argsort(axis=1)[:, :len(name)]
+            candidates += ["".join(letters[i] for i in row) for row in picks.tolist()]
         for new in candidates:
             if len(found) >= MAX_RENAMES_PER_LABEL:
                 break

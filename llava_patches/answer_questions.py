@@ -1,0 +1,79 @@
+"""``python -m llava_patches.answer_questions``: answer a question file with a LLaVA checkpoint and score it.
+
+The question file is JSONL with ``image`` (relative to ``--image-folder``), ``question`` and
+``answer`` (as written by ``data_recipes.llava_format``); answers are scored by exact match
+(``data_recipes.questions.exact_match``). Writes ``answers.jsonl`` (one line per question, with the
+prediction and whether it matched) and ``score.json`` (overall and per question kind).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_recipes.questions import exact_match
+from llava_patches.loader import load_pretrained_model
+from llava_patches.predict import answer, load_image
+
+
+def read_questions(path: Path) -> list[dict]:
+    """Read and check the question file; errors name the file, line and key."""
+    questions = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from exc
+        for key in ("image", "question", "answer"):
+            if not isinstance(record.get(key), str):
+                raise ValueError(f"{path}: line {lineno}: key {key!r}: expected a string")
+        questions.append(record)
+    return questions
+
+
+def score(results: Sequence[dict]) -> dict:
+    """Exact-match accuracy overall and per ``kind`` (and per yes/no answer)."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        groups["all"].append(r["correct"])
+        groups[r.get("kind", "all")].append(r["correct"])
+        if r["answer"] in ("yes", "no"):
+            groups[f"answer={r['answer']}"].append(r["correct"])
+    return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in groups.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llava_patches.answer_questions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--model-base", default=None)
+    parser.add_argument("--questions", required=True, type=Path)
+    parser.add_argument("--image-folder", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="output folder for answers.jsonl and score.json")
+    parser.add_argument("--conv-mode", default="v1")
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    questions = read_questions(args.questions)
+    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, device=args.device)
+    results = []
+    for q in tqdm(questions, desc="answering", unit="question"):
+        image = load_image(args.image_folder / q["image"])
+        prediction = answer(tokenizer, model, image_processor, image, q["question"], args.conv_mode, args.max_new_tokens)
+        results.append({**q, "prediction": prediction, "correct": exact_match(prediction, q["answer"])})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "answers.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+    summary = score(results)
+    (args.out / "score.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"exact match {summary['all']['accuracy']:.3f} on {summary['all']['n']} questions")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

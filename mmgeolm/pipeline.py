@@ -1,0 +1,127 @@
+"""The stages from a recipe to MMGeoLM, as subprocess commands over one run directory.
+
+    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> report
+
+Each stage writes into ``<run>/<stage>/``; :mod:`mmgeolm.stages` runs them, skips finished ones and
+re-runs an interrupted one (whose own command resumes).
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from mmgeolm.recipe import LlavaStage, PipelineRecipe
+from mmgeolm.stages import Stage, python_module
+
+STAGE_NAMES = (
+    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report",
+)
+
+
+def _console(name: str) -> str:
+    """A console script of this environment (next to the running interpreter), else from PATH."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
+    llava = recipe.llava
+    args = [
+        "--model_name_or_path", str(run / "llava_data" / "llm") if llava.llm == "tiny" else llava.llm,
+        "--data_path", str(run / "llava_data" / ("stage1.json" if stage1 else "stage2.json")),
+        "--image_folder", str(run / "data"),
+        "--vision_tower", f"mmclip:{run / 'mmclip' / 'final'}",
+        "--mm_projector_type", "mlp2x_gelu",
+        "--mm_vision_select_layer", "-2",
+        "--mm_use_im_start_end", "False",
+        "--mm_use_im_patch_token", "False",
+        "--image_aspect_ratio", "pad",
+        "--output_dir", str(out),
+        "--max_steps", str(stage.max_steps),
+        "--per_device_train_batch_size", str(stage.batch_size),
+        "--learning_rate", str(stage.learning_rate),
+        "--weight_decay", "0.0",
+        "--warmup_ratio", "0.03",
+        "--lr_scheduler_type", "cosine",
+        "--logging_steps", "1",
+        "--model_max_length", str(llava.max_length),
+        "--lazy_preprocess", "True",
+        "--dataloader_num_workers", "0",
+        "--report_to", "none",
+        "--save_strategy", "no",
+        "--seed", str(recipe.seed),
+    ]
+    if stage1:
+        args += ["--version", "plain", "--tune_mm_mlp_adapter", "True"]
+    else:
+        args += ["--version", llava.version,
+                 "--pretrain_mm_mlp_adapter", str(run / "llava_stage1" / "model" / "mm_projector.bin")]
+    if llava.deepspeed:
+        args += ["--deepspeed", llava.deepspeed]
+    cpu = llava.llm == "tiny"
+    args += ["--bf16", "False", "--fp16", "False", "--use_cpu", "True"] if cpu else ["--bf16", "True"]
+    return args + llava.extra_args + stage.extra_args
+
+
+def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
+    """The pipeline's stages for ``recipe`` writing under ``run``."""
+    run = run.resolve()
+    data_dir, mmclip_dir = run / "data", run / "mmclip"
+
+    def data(folder: Path) -> list[list[str]]:
+        cmd = [_console("mmgeolm-data"), "build", recipe.data.recipe, "--out", str(data_dir),
+               "--workers", str(recipe.data.workers), "--seed", str(recipe.seed)]
+        if recipe.data.num:
+            cmd += ["--num", str(recipe.data.num)]
+        return [cmd]
+
+    def mmclip(folder: Path) -> list[list[str]]:
+        cmd = [_console("mmclip-train"), recipe.mmclip.config, f"data.train={data_dir}",
+               f"output_dir={mmclip_dir}", f"seed={recipe.seed}", *recipe.mmclip.overrides]
+        if any((mmclip_dir / "checkpoints").glob("step_*")):
+            cmd += ["--resume", "latest"]
+        return [cmd]
+
+    def ablation(folder: Path) -> list[list[str]]:
+        return [[_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder)]]
+
+    def evaluate(folder: Path) -> list[list[str]]:
+        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), "--data", str(data_dir),
+                 "--split", "val", "--out", str(folder / "eval.json"), "--plot", str(folder / "eval.png")]]
+
+    def llava_data(folder: Path) -> list[list[str]]:
+        cmds = [python_module("mmgeolm.tasks", "llava-data", "--data", data_dir, "--out", folder,
+                              "--num-questions", recipe.questions.num, "--seed", recipe.seed)]
+        if recipe.llava.llm == "tiny":
+            cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
+                                      folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))
+        return cmds
+
+    def llava_stage(stage: LlavaStage, stage1: bool):
+        def commands(folder: Path) -> list[list[str]]:
+            return [python_module("llava_patches.train",
+                                  *_llava_train_args(recipe, run, stage, folder / "model", stage1))]
+        return commands
+
+    def answers(folder: Path) -> list[list[str]]:
+        return [python_module("llava_patches.answer_questions", "--model-path", run / "llava_stage2" / "model",
+                              "--questions", run / "llava_data" / "questions.jsonl", "--image-folder", data_dir,
+                              "--out", folder, "--conv-mode", recipe.llava.version,
+                              "--max-new-tokens", recipe.questions.max_new_tokens)]
+
+    def report(folder: Path) -> list[list[str]]:
+        return [python_module("mmgeolm.report", run)]
+
+    llava_on = recipe.llava.enabled
+    return [
+        Stage("data", data),
+        Stage("mmclip", mmclip),
+        Stage("ablation", ablation, enabled=recipe.ablation.enabled),
+        Stage("eval", evaluate, enabled=recipe.eval.enabled),
+        Stage("llava_data", llava_data, enabled=llava_on),
+        Stage("llava_stage1", llava_stage(recipe.llava.stage1, True), enabled=llava_on),
+        Stage("llava_stage2", llava_stage(recipe.llava.stage2, False), enabled=llava_on),
+        Stage("answers", answers, enabled=llava_on),
+        Stage("report", report),
+    ]

@@ -1,0 +1,142 @@
+"""The pipeline recipe: which stages run, on what, with which settings.
+
+A recipe is YAML read once at the edge (:func:`load_recipe`); sections map onto dataclasses that
+validate themselves. Paths inside a recipe are resolved against the recipe's own folder, and short
+names (``demo``, ``tiny-cpu``) against the recipes shipped with the packages.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {
+    "data": ROOT / "data_recipes" / "recipes",
+    "mmclip": ROOT / "mmclip_plugin" / "configs",
+}
+
+
+class RecipeError(ValueError):
+    """A pipeline recipe is invalid; the message names the file and the key."""
+
+
+def _shipped(kind: str, value: str, base: Path) -> str:
+    """A path as given (relative to the recipe), else a shipped file by short name."""
+    path = (base / value) if not Path(value).is_absolute() else Path(value)
+    if path.is_file():
+        return str(path.resolve())
+    candidate = SHIPPED[kind] / f"{value}.yaml"
+    if candidate.is_file():
+        return str(candidate)
+    known = sorted(p.stem for p in SHIPPED[kind].glob("*.yaml"))
+    raise RecipeError(f"{kind} recipe/config {value!r} is neither a file nor a shipped name; shipped: {known}")
+
+
+@dataclass
+class DataSection:
+    recipe: str = "demo"
+    num: int | None = None
+    workers: int = 2
+
+
+@dataclass
+class MMCLIPSection:
+    config: str = "tiny-cpu"
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Toggle:
+    enabled: bool = True
+
+
+@dataclass
+class AblationSection:
+    enabled: bool = False
+    recipe: str = "ablation-cpu"
+
+
+@dataclass
+class LlavaStage:
+    max_steps: int = 50
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LlavaSection:
+    enabled: bool = True
+    llm: str = "tiny"  # "tiny": a small random Llama built locally; else a model path or hub name
+    version: str = "v1"
+    deepspeed: str | None = None
+    max_length: int = 256
+    stage1: LlavaStage = field(default_factory=LlavaStage)
+    stage2: LlavaStage = field(default_factory=lambda: LlavaStage(learning_rate=2e-4))
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QuestionsSection:
+    num: int = 60
+    max_new_tokens: int = 8
+
+
+@dataclass
+class PipelineRecipe:
+    name: str = "pipeline"
+    seed: int = 0
+    data: DataSection = field(default_factory=DataSection)
+    mmclip: MMCLIPSection = field(default_factory=MMCLIPSection)
+    ablation: AblationSection = field(default_factory=AblationSection)
+    eval: Toggle = field(default_factory=Toggle)
+    llava: LlavaSection = field(default_factory=LlavaSection)
+    questions: QuestionsSection = field(default_factory=QuestionsSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Instantiate a (nested) dataclass from a mapping, rejecting unknown keys by name."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if hasattr(default, "__dataclass_fields__"):
+            value = _build(type(default), value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path) -> PipelineRecipe:
+    """Read a pipeline recipe YAML, resolve its file references, validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"pipeline recipe {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    recipe = _build(PipelineRecipe, raw, str(path))
+    base = path.resolve().parent
+    recipe.data.recipe = _shipped("data", recipe.data.recipe, base)
+    recipe.mmclip.config = _shipped("mmclip", recipe.mmclip.config, base)
+    if recipe.ablation.enabled:
+        recipe.ablation.recipe = _shipped("mmclip", recipe.ablation.recipe, base)
+    if recipe.llava.deepspeed:
+        recipe.llava.deepspeed = str((base / recipe.llava.deepspeed).resolve())
+    for key, value in (("data.workers", recipe.data.workers), ("questions.num", recipe.questions.num)):
+        if not isinstance(value, int) or value < 1:
+            raise RecipeError(f"{path}: {key} must be a positive integer, got {value!r}")
+    return recipe
