@@ -9,6 +9,7 @@ files and a killed build leaves no half-written file under a final name.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,10 @@ def write_sample(root: Path, recipe: Recipe, result: SampleResult) -> None:
     atomic_write_json(part_path(root, recipe, result.part["index"]), result.part)
 
 
-def build_and_write(recipe: Recipe, root: str, index: int) -> tuple[int, str, int]:
-    """Worker entry point: make and write one sample; returns (index, status, images written)."""
+def build_and_write(recipe: Recipe, root: str, index: int) -> tuple[int, str, int, float]:
+    """Worker entry point: make and write one sample; returns (index, status, images written, CPU seconds)."""
+    start = time.process_time()
     result = make_sample(recipe, index)
     write_sample(Path(root), recipe, result)
-    return index, result.part["status"], sum(1 for rel in result.files if rel.endswith(".png"))
+    images = sum(1 for rel in result.files if rel.endswith(".png"))
+    return index, result.part["status"], images, time.process_time() - start

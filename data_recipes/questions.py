@@ -61,6 +61,12 @@ def _yes_no_question(f: Fact) -> str | None:
         "bisector": lambda: f"Does {a[0]} bisect angle {a[1]}?",
         "isosceles": lambda: f"Is triangle {a[0]} isosceles?",
         "right_triangle": lambda: f"Is angle {a[0]} a right angle?",
+        "intersection": lambda: f"Do {a[1]} and {a[2]} intersect at point {a[0]}?",
+        "diameter": lambda: f"Is {a[0]} a diameter of circle {a[1]}?",
+        "incircle": lambda: f"Is circle {a[0]} inscribed in triangle {a[1]}?",
+        "circumcircle": lambda: f"Does circle {a[0]} pass through every vertex of {a[1]}?",
+        "similar": lambda: f"Is triangle {a[0]} similar to triangle {a[1]}?",
+        "congruent": lambda: f"Is triangle {a[0]} congruent to triangle {a[1]}?",
     }
     if f.name not in templates or f.value is not None:
         return None
@@ -68,8 +74,13 @@ def _yes_no_question(f: Fact) -> str | None:
 
 
 def questions_for_sample(sample: dict) -> Iterator[Question]:
-    """All questions of one ``samples.jsonl`` record: value and yes questions on the positive image,
-    no questions on each image negative that removed the asked fact."""
+    """All questions of one ``samples.jsonl`` record.
+
+    On the positive image: a value question per valued fact and a "yes" question per relation. On each
+    image negative: a "no" question per relation it removed, and a value question for each value it
+    changed (same fact, new value, e.g. ``length(AB)=8`` -> ``length(AB)=6``), so the same question
+    has different answers on two nearly identical pictures.
+    """
     sid, image = sample["id"], sample["image"]
     for fact_text in sample.get("facts", []):
         f = parse_fact(fact_text)
@@ -80,10 +91,17 @@ def questions_for_sample(sample: dict) -> Iterator[Question]:
         if yn:
             yield Question(sid, image, yn, "yes", "yes_no", fact_text)
     for neg in sample.get("negatives", []):
-        for fact_text in neg.get("removed", []):
-            yn = _yes_no_question(parse_fact(fact_text))
+        removed = [parse_fact(t) for t in neg.get("removed", [])]
+        for fact_text, f in zip(neg.get("removed", []), removed):
+            yn = _yes_no_question(f)
             if yn:
                 yield Question(sid, neg["image"], yn, "no", "yes_no", fact_text)
+        changed = {(f.name, f.args) for f in removed if f.value is not None}
+        for fact_text in neg.get("added", []):
+            f = parse_fact(fact_text)
+            vq = _value_question(f) if (f.name, f.args) in changed else None
+            if vq:
+                yield Question(sid, neg["image"], vq[0], vq[1], "value", fact_text)
 
 
 def make_questions(samples: Iterable[dict], num: int, seed: int = 0) -> list[Question]:

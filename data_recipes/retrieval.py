@@ -46,8 +46,12 @@ class SimilarityBackend:
     def fit(self, texts: Sequence[str]) -> None:
         raise NotImplementedError
 
-    def similarity_rows(self, start: int, stop: int) -> np.ndarray:
-        """Similarities of items ``start:stop`` to all items, a C-contiguous float32 array."""
+    def similarity_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Similarities of items ``start:stop`` to all items, a C-contiguous float32 array.
+
+        ``out`` (shape ``(stop - start, N)``, float32, C-contiguous) is filled and returned when given,
+        so that blocks reuse one buffer.
+        """
         raise NotImplementedError
 
 
@@ -109,8 +113,8 @@ class TfidfBackend(SimilarityBackend):
         self.sparse = matrix[:, np.flatnonzero(~frequent)].tocsr()
         self.sparse_t = self.sparse.T.tocsr()
 
-    def similarity_rows(self, start: int, stop: int) -> np.ndarray:
-        sims = self.dense[start:stop] @ self.dense_t  # (b, N) float32
+    def similarity_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        sims = np.matmul(self.dense[start:stop], self.dense_t, out=out)  # (b, N) float32
         rare = (self.sparse[start:stop] @ self.sparse_t).tocsr()
         _add_sparse_into(sims, rare)
         return sims
@@ -152,8 +156,8 @@ class EmbeddingBackend(SimilarityBackend):
         self.embeddings = np.ascontiguousarray(emb, dtype=np.float32)
         self.embeddings_t = np.ascontiguousarray(self.embeddings.T)
 
-    def similarity_rows(self, start: int, stop: int) -> np.ndarray:
-        return self.embeddings[start:stop] @ self.embeddings_t
+    def similarity_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        return np.matmul(self.embeddings[start:stop], self.embeddings_t, out=out)
 
 
 _NORMALISE_RE = re.compile(r"[\s.!?。]+$")
@@ -178,17 +182,19 @@ def _top_m(sims: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     if groups < 4 or width <= m:
         cols = np.argpartition(-sims, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (b, 1))
     else:
+        main = groups * width
         maxima = sims[:, :width].copy()  # (b, width)
         for g in range(1, groups):
             np.maximum(maxima, sims[:, g * width:(g + 1) * width], out=maxima)
         best = np.argpartition(-maxima, m - 1, axis=1)[:, :m]  # (b, m) group ids
-        cols = (best[:, :, None] + width * np.arange(groups)).reshape(b, m * groups)
-        tail = np.arange(groups * width, n)  # columns in no group are always candidates
-        cols = np.concatenate([cols, np.broadcast_to(tail, (b, tail.size))], axis=1)
-        flat = sims.reshape(-1)
-        values = flat[cols + n * np.arange(b)[:, None]]
-        pick = np.argpartition(-values, m - 1, axis=1)[:, :m]
-        cols = np.take_along_axis(cols, pick, axis=1)
+        flat = (best + n * np.arange(b)[:, None])[:, :, None] + width * np.arange(groups)  # (b, m, G)
+        values = sims.reshape(-1)[flat.reshape(b, m * groups)]
+        if main < n:  # the tail columns, in no group, are always candidates
+            values = np.concatenate([values, sims[:, main:]], axis=1)
+        pick = np.argpartition(-values, m - 1, axis=1)[:, :m]  # positions in (m groups x G) + tail
+        in_group = pick < m * groups
+        group_cols = np.take_along_axis(best, np.minimum(pick // groups, m - 1), axis=1) + width * (pick % groups)
+        cols = np.where(in_group, group_cols, main + pick - m * groups)
     values = np.take_along_axis(sims, cols, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")
     return np.take_along_axis(cols, order, axis=1), np.take_along_axis(values, order, axis=1)
@@ -235,6 +241,7 @@ def retrieve_neighbours(
     m = min(n, 2 * k + 16)  # candidates kept per row, enough to survive the usual exclusions
 
     results: list[Neighbours] = []
+    buffer = np.empty((min(block, n), n), dtype=np.float32)  # reused by every block
     starts = range(0, n, block)
     if progress:
         from tqdm import tqdm
@@ -242,7 +249,7 @@ def retrieve_neighbours(
         starts = tqdm(starts, desc="retrieval", unit="block")
     for start in starts:
         stop = min(n, start + block)
-        sims = model.similarity_rows(start, stop)  # (b, n)
+        sims = model.similarity_rows(start, stop, out=buffer[: stop - start])  # (b, n)
         queries = np.arange(start, stop)
         sims[queries - start, queries] = -np.inf
         cols, values = _top_m(sims, m)  # (b, m) each

@@ -112,8 +112,11 @@ def read_samples(
                 continue
             key = (sample.image, sample.caption)
             if path.is_file() and key in merged:  # reference image- and text-negative files describe the same sample
-                merged[key].image_negatives.extend(sample.image_negatives)
-                merged[key].text_negatives.extend(sample.text_negatives)
+                twin = merged[key]
+                seen_images = {n.image for n in twin.image_negatives}
+                seen_texts = {n.caption for n in twin.text_negatives}
+                twin.image_negatives += [n for n in sample.image_negatives if n.image not in seen_images]
+                twin.text_negatives += [n for n in sample.text_negatives if n.caption not in seen_texts]
                 continue
             merged.setdefault(key, sample)
             samples.append(sample)
@@ -201,7 +204,7 @@ def _resolve(root: Path, path: Any) -> str:
     if not isinstance(path, str) or not path:
         return ""
     p = Path(path)
-    return str(p if p.is_absolute() else root / p)
+    return os.path.normpath(p if p.is_absolute() else root / p)
 
 
 def _validate(sample: Sample, bad: list[BadRecord]) -> Sample | None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from .image_processor import build_hf_image_processor
 from .model import OPEN_CLIP_CONFIG, check_checkpoint_dir
-from .tower import load_visual
+from .tower_checkpoint import load_visual
 
 EXPORT_INFO = "mmclip_export.json"
 # vision_cfg keys whose non-default value changes the hidden states in a way HF CLIP cannot express

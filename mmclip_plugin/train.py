@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -201,6 +202,25 @@ def iterate_batches(dataset: ContrastiveDataset, sampler: Any, collate: Collate,
         epoch, position = epoch + 1, 0
 
 
+def _equalize_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Cut every rank's batch to the smallest one (items that failed to load shrink a batch)."""
+    size = torch.tensor([batch["images"].shape[0]])
+    dist.all_reduce(size, op=dist.ReduceOp.MIN)
+    b = int(size)
+    if b == batch["images"].shape[0]:
+        return batch
+    return {k: v[:b] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _merge_bad(load_bad: dict[tuple[str, str, str], BadRecord], env: DistEnv) -> dict[tuple[str, str, str], BadRecord]:
+    """Union of every rank's load-time bad records (each record reported once)."""
+    if not env.distributed:
+        return load_bad
+    parts: list[Any] = [None] * env.world_size
+    dist.all_gather_object(parts, list(load_bad.values()))
+    return {(b.file, b.record, b.field): b for part in parts for b in part}
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -280,8 +300,10 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
             epoch, position, batch = next(batches)
             for bad in batch.pop("bad"):
                 load_bad.setdefault((bad.file, bad.record, bad.field), bad)
-            if batch["images"].shape[0] == 0 and not env.distributed:
-                continue  # every item of this batch failed to load
+            if env.distributed:
+                batch = _equalize_batch(batch)  # gathering needs the same batch size on every rank
+            if batch["images"].shape[0] == 0:
+                continue  # every item failed to load (on some rank, under DDP: all ranks skip together)
             batch = _to_device(batch, device)
             sync = micro == accum - 1 or not env.distributed
             with contextlib.nullcontext() if sync else forward.no_sync():
@@ -308,6 +330,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
         progress.update(1)
 
         if step % cfg.log_every == 0 or step == last_step:
+            load_bad = _merge_bad(load_bad, env)
             record = {"step": step, "epoch": epoch, "lr": lr, **meter.reduce(env.world_size),
                       "grad_norm": float(grad_norm), "logit_scale": float(model.logit_scale.detach().exp()),
                       "bad_records": len(index_bad) + len(load_bad)}
@@ -319,6 +342,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
                         writer.add_scalar(f"train/{key}", value, step)
 
         if (cfg.save_every and step % cfg.save_every == 0) or step == last_step:
+            load_bad = _merge_bad(load_bad, env)
             if main:
                 ckpt.save_checkpoint(out_dir, step, model, cfg, trainer_state(), cfg.keep_last, metadata={"step": step})
             barrier()

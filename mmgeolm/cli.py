@@ -16,10 +16,15 @@ SHIPPED_RECIPES = Path(__file__).parent / "recipes"
 
 
 def _recipe_path(value: str) -> Path:
+    """A recipe file as given, else a shipped recipe by short name (``demo-cpu``)."""
     path = Path(value)
-    if path.is_file() or path.suffix:
+    if path.is_file():
         return path
-    return SHIPPED_RECIPES / f"{value}.yaml"
+    shipped = SHIPPED_RECIPES / f"{value}.yaml"
+    if not path.suffix and shipped.is_file():
+        return shipped
+    known = ", ".join(p.stem for p in sorted(SHIPPED_RECIPES.glob("*.yaml")))
+    raise RecipeError(f"pipeline recipe {value!r} is neither a file nor a shipped recipe ({known})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

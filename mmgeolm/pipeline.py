@@ -19,6 +19,11 @@ STAGE_NAMES = (
 )
 
 
+def dataset_dir(run: Path) -> Path:
+    """Where the data stage builds the data set (its stage folder also holds the log and DONE marker)."""
+    return run / "data" / "dataset"
+
+
 def _console(name: str) -> str:
     """A console script of this environment (next to the running interpreter), else from PATH."""
     local = Path(sys.executable).with_name(name)
@@ -30,7 +35,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
     args = [
         "--model_name_or_path", str(run / "llava_data" / "llm") if llava.llm == "tiny" else llava.llm,
         "--data_path", str(run / "llava_data" / ("stage1.json" if stage1 else "stage2.json")),
-        "--image_folder", str(run / "data"),
+        "--image_folder", str(dataset_dir(run)),
         "--vision_tower", f"mmclip:{run / 'mmclip' / 'final'}",
         "--mm_projector_type", "mlp2x_gelu",
         "--mm_vision_select_layer", "-2",
@@ -67,7 +72,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
 def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     """The pipeline's stages for ``recipe`` writing under ``run``."""
     run = run.resolve()
-    data_dir, mmclip_dir = run / "data", run / "mmclip"
+    data_dir, mmclip_dir = dataset_dir(run), run / "mmclip"
 
     def data(folder: Path) -> list[list[str]]:
         cmd = [_console("mmgeolm-data"), "build", recipe.data.recipe, "--out", str(data_dir),

@@ -16,23 +16,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "data": ROOT / "data_recipes" / "recipes",
     "mmclip": ROOT / "mmclip_plugin" / "configs",
+    "zero": ROOT / "llava_patches" / "zero_configs",
 }
+SUFFIX = {"data": ".yaml", "mmclip": ".yaml", "zero": ".json"}
 
 
 class RecipeError(ValueError):
     """A pipeline recipe is invalid; the message names the file and the key."""
 
 
-def _shipped(kind: str, value: str, base: Path) -> str:
+def _shipped(kind: str, value: str, base: Path, where: str) -> str:
     """A path as given (relative to the recipe), else a shipped file by short name."""
+    if not isinstance(value, str) or not value:
+        raise RecipeError(f"{where}: expected a file path or a shipped name, got {value!r}")
     path = (base / value) if not Path(value).is_absolute() else Path(value)
     if path.is_file():
         return str(path.resolve())
-    candidate = SHIPPED[kind] / f"{value}.yaml"
+    candidate = SHIPPED[kind] / f"{value}{SUFFIX[kind]}"
     if candidate.is_file():
         return str(candidate)
-    known = sorted(p.stem for p in SHIPPED[kind].glob("*.yaml"))
-    raise RecipeError(f"{kind} recipe/config {value!r} is neither a file nor a shipped name; shipped: {known}")
+    known = sorted(p.stem for p in SHIPPED[kind].glob(f"*{SUFFIX[kind]}"))
+    raise RecipeError(f"{where}: {value!r} is neither a file (relative to the recipe) nor a shipped name; "
+                      f"shipped: {known}")
 
 
 @dataclass
@@ -130,12 +135,12 @@ def load_recipe(path: str | Path) -> PipelineRecipe:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
     recipe = _build(PipelineRecipe, raw, str(path))
     base = path.resolve().parent
-    recipe.data.recipe = _shipped("data", recipe.data.recipe, base)
-    recipe.mmclip.config = _shipped("mmclip", recipe.mmclip.config, base)
+    recipe.data.recipe = _shipped("data", recipe.data.recipe, base, f"{path}: data.recipe")
+    recipe.mmclip.config = _shipped("mmclip", recipe.mmclip.config, base, f"{path}: mmclip.config")
     if recipe.ablation.enabled:
-        recipe.ablation.recipe = _shipped("mmclip", recipe.ablation.recipe, base)
+        recipe.ablation.recipe = _shipped("mmclip", recipe.ablation.recipe, base, f"{path}: ablation.recipe")
     if recipe.llava.deepspeed:
-        recipe.llava.deepspeed = str((base / recipe.llava.deepspeed).resolve())
+        recipe.llava.deepspeed = _shipped("zero", recipe.llava.deepspeed, base, f"{path}: llava.deepspeed")
     for key, value in (("data.workers", recipe.data.workers), ("questions.num", recipe.questions.num)):
         if not isinstance(value, int) or value < 1:
             raise RecipeError(f"{path}: {key} must be a positive integer, got {value!r}")

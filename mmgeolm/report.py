@@ -19,6 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+def _dataset(run: Path) -> Path:
+    """The data set a run built (``mmgeolm.pipeline.dataset_dir``; not imported to keep this module light)."""
+    return run / "data" / "dataset"
+
+
 def _read_json(path: Path) -> dict | list | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -59,7 +64,7 @@ def plot_answers(run: Path, answers: list[dict], path: Path, n: int = 8) -> Path
     for ax in axes.flat:
         ax.axis("off")
     for ax, a in zip(axes.flat, shown):
-        ax.imshow(Image.open(run / "data" / a["image"]).convert("RGB"))
+        ax.imshow(Image.open(_dataset(run) / a["image"]).convert("RGB"))
         mark = "✓" if a["correct"] else "✗"
         ax.set_title(f"{a['question'][:60]}\nmodel: {a['prediction'][:30]!r}  truth: {a['answer']} {mark}",
                      fontsize=8, color="green" if a["correct"] else "firebrick")
@@ -82,14 +87,14 @@ def build_report(run: Path) -> Path:
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     md: list[str] = [f"# MMGeoLM run report: `{run.name}`", ""]
 
-    manifest = _read_json(run / "data" / "manifest.json") or {}
+    manifest = _read_json(_dataset(run) / "manifest.json") or {}
     md += ["## Data", ""]
     counts = manifest.get("counts", {})
     if counts:
         md += [f"Built data set: `{json.dumps(counts)[:400]}`", ""]
-    if (run / "data" / "contact_sheet.png").is_file():
+    if (_dataset(run) / "contact_sheet.png").is_file():
         md += ["Each row: a positive diagram (green) beside its image hard negatives (red), labelled with the perturbation.",
-               "", f"![contact sheet]({rel(run / 'data' / 'contact_sheet.png')})", ""]
+               "", f"![contact sheet]({rel(_dataset(run) / 'contact_sheet.png')})", ""]
 
     md += ["## MMCLIP training", ""]
     if (run / "mmclip" / "loss_curve.png").is_file():

@@ -185,9 +185,22 @@ def test_directory_of_another_recipe_is_refused(reference, tmp_path, capsys):
     assert "num: 6 != 3" in capsys.readouterr().err
 
 
+def test_overwrite_replaces_another_build_only(reference, tmp_path):
+    out = tmp_path / "data"
+    for rel, data in tree(reference).items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    (out / "notes.txt").write_text("mine")
+    assert cli(TINY, "--out", out, "--num", 2, "--overwrite") == 0
+    assert read_json(out / "manifest.json")["recipe"]["num"] == 2
+    assert {s["index"] for s in read_samples(out, check_files=True)} <= {0, 1}
+    assert not list((out / "images").glob("000005*")), "files of the replaced build were left"
+    assert (out / "notes.txt").read_text() == "mine", "--overwrite deleted a file the build did not write"
+
+
 def test_unrelated_directory_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    assert cli(TINY, "--out", tmp_path) == 2
+    assert cli(TINY, "--out", tmp_path, "--overwrite") == 2
     assert "not an empty directory" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -55,6 +55,8 @@ def test_reads_reference_json_and_merges_image_and_text_files(tmp_path):
     assert all(len(s.image_negatives) == 3 and len(s.text_negatives) == 2 for s in merged)
     assert {t.kind for s in merged for t in s.text_negatives} == {"retrieval"}
     assert merged[2].caption == caption(2)
+    again, _ = read_samples([image_json, text_json, image_json])  # the same file twice adds no duplicate
+    assert [len(s.image_negatives) for s in again] == [3] * 4
 
 
 @pytest.mark.parametrize(

@@ -41,8 +41,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], timeout: int = 600) -> str:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _run(cmd: list[str], timeout: int = 600, extra_env: dict[str, str] | None = None) -> str:
+    env = {**_env(), **(extra_env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{output[-6000:]}"
     assert "tokenization mismatch" not in output, output[-3000:]
@@ -223,3 +224,19 @@ def test_train_mem_entry_point_runs_with_sdpa_on_cpu(ws):
          "--dataloader_num_workers", "0", "--logging_steps", "1"]
     )  # fmt: skip
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_shipped_scripts_run_both_stages(ws):
+    env = {
+        "MODEL": str(ws["llm"]), "VISION_TOWER": f"mmclip:{ws['mmclip']}", "DATA": str(ws["data"]),
+        "IMAGE_FOLDER": str(ws["images"]), "LAUNCHER": f"{sys.executable} -m", "ENTRY": "llava_patches.train",
+        "BF16": "False", "TF32": "False", "WORKERS": "0", "ZERO": "zero2",
+    }  # fmt: skip
+    tiny = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--model_max_length", "128"]
+    stage1, stage2 = ws["root"] / "script-stage1", ws["root"] / "script-stage2"
+    _run(["bash", "scripts/pretrain.sh", *tiny], extra_env={**env, "OUTPUT": str(stage1)})
+    assert (stage1 / "mm_projector.bin").is_file()
+    projector = str(stage1 / "mm_projector.bin")
+    _run(["bash", "scripts/finetune.sh", *tiny], extra_env={**env, "OUTPUT": str(stage2), "PROJECTOR": projector})
+    assert (stage2 / "model.safetensors").is_file()

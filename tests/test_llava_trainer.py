@@ -176,3 +176,68 @@ def test_zero_configs_are_valid_and_left_to_the_trainer():
         cfg = json.loads((ROOT / "llava_patches" / "zero_configs" / f"zero{stage}.json").read_text())
         assert cfg["zero_optimization"]["stage"] == stage
         assert cfg["train_micro_batch_size_per_gpu"] == "auto" and "optimizer" not in cfg
+
+
+# ----------------------------------------------------------------------------- launch scripts
+SCRIPT_ENV = {"MODEL": "base-llm", "VISION_TOWER": "mmclip:/ckpt", "PROJECTOR": "stage1/mm_projector.bin",
+              "DATA": "data.json", "IMAGE_FOLDER": "images", "OUTPUT": "out", "DRY_RUN": "1"}  # fmt: skip
+
+
+def _dry_run(script: str, env: dict[str, str], *args: str):
+    import os
+    import shlex
+    import subprocess
+
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args], env={"PATH": os.environ["PATH"], **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc, (shlex.split(proc.stdout) if proc.returncode == 0 else [])
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1]  # the last occurrence wins, as in argparse
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("pretrain.sh", {"--version": "plain", "--tune_mm_mlp_adapter": "True", "--learning_rate": "1e-3",
+                         "--mm_projector_type": "mlp2x_gelu", "--mm_vision_select_layer": "-2",
+                         "--per_device_train_batch_size": "32", "--vision_tower": "mmclip:/ckpt"}),
+        ("finetune.sh", {"--version": "v1", "--learning_rate": "2e-5", "--pretrain_mm_mlp_adapter": "stage1/mm_projector.bin",
+                         "--image_aspect_ratio": "pad", "--per_device_train_batch_size": "16",
+                         "--unfreeze_mm_vision_tower": "False", "--vision_tower": "mmclip:/ckpt"}),
+    ],
+)  # fmt: skip
+def test_scripts_mirror_llava_1_5_and_pass_extra_args_last(script, expected):
+    proc, cmd = _dry_run(script, SCRIPT_ENV, "--max_steps", "3", "--learning_rate", "5e-4")
+    assert proc.returncode == 0, proc.stderr
+    assert cmd[:3] == ["deepspeed", "--module", "llava_patches.train_mem"]
+    for name, value in expected.items():
+        if name != "--learning_rate":
+            assert _flag(cmd, name) == value, name
+    assert cmd.count("--learning_rate") == 2 and _flag(cmd, "--learning_rate") == "5e-4"
+    zero = Path(_flag(cmd, "--deepspeed"))
+    assert zero.is_file() and zero.name == ("zero2.json" if script == "pretrain.sh" else "zero3.json")
+    from llava_patches.args import parse_extra_args
+
+    parse_extra_args(cmd[3:])  # our parser accepts what the scripts pass
+
+
+def test_finetune_script_options_for_zero2_and_a_trained_tower():
+    env = {**SCRIPT_ENV, "ZERO": "zero2", "UNFREEZE_TOWER": "True", "TOWER_LR": "2e-6", "LAUNCHER": "torchrun -m"}
+    proc, cmd = _dry_run("finetune.sh", env)
+    assert proc.returncode == 0, proc.stderr
+    assert cmd[:3] == ["torchrun", "-m", "llava_patches.train_mem"]
+    assert Path(_flag(cmd, "--deepspeed")).name == "zero2.json"
+    extra, _ = parse_extra_args(cmd[3:])
+    assert extra == ExtraArguments(unfreeze_mm_vision_tower=True, mm_vision_tower_lr=2e-6)
+
+
+@pytest.mark.parametrize("missing", ["MODEL", "VISION_TOWER", "DATA", "OUTPUT"])
+def test_scripts_name_a_missing_variable(missing):
+    env = {k: v for k, v in SCRIPT_ENV.items() if k != missing}
+    for script in ("pretrain.sh", "finetune.sh"):
+        proc, _ = _dry_run(script, env)
+        assert proc.returncode != 0 and missing in proc.stderr, proc.stderr

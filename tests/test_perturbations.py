@@ -4,7 +4,13 @@ import functools
 import numpy as np
 import pytest
 
-from data_recipes.engine import candidate_negatives, generate_diagram, list_families, list_perturbations, render_array
+from data_recipes.engine import (
+    candidate_negatives,
+    generate_diagram,
+    list_families,
+    list_perturbations,
+    render_array,
+)
 from data_recipes.facts import check_facts, holds
 from data_recipes.hardness import image_hardness
 from data_recipes.marks import false_marks
@@ -14,7 +20,7 @@ TYPES = list_perturbations()
 SEEDS = (0, 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_negatives():
     """{type: [(family, seed, diagram, negative)]} over every family and a few seeds (computed once)."""
     out = {t: [] for t in TYPES}
@@ -62,12 +68,18 @@ def test_negative_flips_exactly_the_reported_facts(ptype):
         assert neg.caption != d.caption
 
 
+# Lines are 1-2 px wide, so a line that moves at all is entirely "changed" and SSIM saturates: a
+# reshaped square (two sides, a diagonal, its marks and labels move) sits near 0.7, a moved point near 0.9+.
+MIN_SSIM = 0.6
+MAX_CHANGED = 0.1
+
+
 @pytest.mark.parametrize("ptype", TYPES)
 def test_negative_is_visible_but_small(ptype):
-    family, _seed, d, n = _all_negatives()[ptype][0]
-    h = image_hardness(render_array(d.scene, 224), render_array(n.diagram.scene, 224))
-    assert h["changed_fraction"] > 0, f"{ptype} on {family} changed no pixel at 224 px"
-    assert h["ssim"] > 0.8 and h["changed_fraction"] < 0.1, (ptype, family, h)
+    for family, _seed, d, n in _all_negatives()[ptype][:3]:
+        h = image_hardness(render_array(d.scene, 224), render_array(n.diagram.scene, 224))
+        assert h["changed_fraction"] > 0, f"{ptype} on {family} changed no pixel at 224 px"
+        assert h["ssim"] > MIN_SSIM and h["changed_fraction"] < MAX_CHANGED, (ptype, family, h)
 
 
 def test_negatives_are_deterministic_and_independent_of_the_type_subset():

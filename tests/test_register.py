@@ -9,13 +9,13 @@ import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
+import llava.model.llava_arch as llava_arch
+import llava.model.multimodal_encoder.builder as upstream_builder
 import pytest
 import torch
 from llava_fixtures import build_mmclip_checkpoint
 from PIL import Image
 
-import llava.model.llava_arch as llava_arch
-import llava.model.multimodal_encoder.builder as upstream_builder
 from llava_patches import register as reg
 from llava_patches.compat import SUPPORTED_LLAVA_VERSION, UpstreamIncompatibleError
 

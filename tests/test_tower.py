@@ -236,6 +236,24 @@ def test_trainer_setting_requires_grad_unfreezes(checkpoints):
     assert tower(_pixels(1)).requires_grad
 
 
+@pytest.mark.parametrize("arch", ["class_token", "no_prefix"])
+def test_gradient_checkpointing_follows_transformers_flag_and_keeps_gradients(checkpoints, arch):
+    pixels = _pixels(2)
+    grads = []
+    for checkpointing in (False, True):
+        tower = _tower(checkpoints[arch], select_layer=-1, unfreeze_mm_vision_tower=True)
+        # what PreTrainedModel._set_gradient_checkpointing does to every submodule with the attribute
+        tower.gradient_checkpointing = checkpointing
+        visual = tower.vision_tower
+        assert (visual.trunk.grad_checkpointing if arch == "no_prefix" else visual.transformer.grad_checkpointing) \
+            is checkpointing
+        tower(pixels).pow(2).mean().backward()
+        grads.append([p.grad.clone() for p in tower.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(plain, recomputed, atol=1e-6, rtol=1e-5)
+
+
 def test_patch_dropout_never_changes_the_token_count(checkpoints):
     tower = _tower(checkpoints["patch_dropout"], delay_load=True, unfreeze_mm_vision_tower=True)
     tower.train()
@@ -275,6 +293,16 @@ def test_bare_mmclip_resolves_from_env_then_config_file(checkpoints, tmp_path, m
         resolve_checkpoint("mmclip")
 
 
+def test_relative_names_resolve_once_to_absolute_paths(checkpoints, monkeypatch):
+    ckpt = checkpoints["class_token"]
+    monkeypatch.chdir(ckpt.parent)
+    tower = MMCLIPVisionTower(f"mmclip:{ckpt.name}", _args(), delay_load=True)
+    assert tower.checkpoint == ckpt and tower.checkpoint.is_absolute()
+    monkeypatch.chdir(ckpt.parent.parent)
+    tower.load_model()  # still finds it
+    assert tower.is_loaded
+
+
 def test_missing_and_incomplete_checkpoints_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
         resolve_checkpoint(f"mmclip:{tmp_path / 'does-not-exist'}")
@@ -302,6 +330,7 @@ def _fake_checkpoint(root: Path, name: str, config_text: str) -> Path:
         (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "width": 64}}}), "ModifiedResNet"),
         (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 60, "patch_size": 16}}}), "not a multiple"),
         (json.dumps({"model_cfg": {"vision_cfg": {}}, "preprocess_cfg": {"size": [64, 32]}}), "square"),
+        (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 64}}, "preprocess_cfg": {"size": 32}}), "differs"),
         ("{not json", "not valid JSON"),
     ],
 )

@@ -109,6 +109,7 @@ def test_variants_train_on_reference_json(tmp_path, extra):
 @pytest.mark.distributed
 def test_torchrun_two_processes_gloo(tmp_path):
     data = make_dataset_dir(tmp_path / "data", n=8, k_images=2, k_texts=2)
+    (data / "images" / "3.png").write_bytes(b"corrupt")  # one rank's batch shrinks: both must cut to equal size
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -119,6 +120,8 @@ def test_torchrun_two_processes_gloo(tmp_path):
     history = _history(out)
     assert [h["step"] for h in history] == [1, 2]  # rank 0 alone writes metrics
     assert history[0]["images_per_s"] > 0
+    assert history[-1]["bad_records"] == 1  # merged over ranks, reported once
+    assert json.loads((out / "train_summary.json").read_text())["bad_at_load"] == 1
     load_checkpoint(out / "final")
 
 

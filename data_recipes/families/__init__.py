@@ -41,7 +41,9 @@ def get_family(name: str) -> FamilyFn:
 
 
 # Registration happens on import, in this order.
+# isort: off
 from data_recipes.families import triangles  # noqa: E402,F401
 from data_recipes.families import quadrilaterals  # noqa: E402,F401
 from data_recipes.families import circles  # noqa: E402,F401
 from data_recipes.families import lines  # noqa: E402,F401
+# isort: on

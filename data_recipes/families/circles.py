@@ -128,7 +128,7 @@ def incircle(rng: np.random.Generator) -> tuple[Scene, list[str]]:
 
 @register_family("circumcircle")
 def circumcircle(rng: np.random.Generator) -> tuple[Scene, list[str]]:
-    """Acute triangle with its circumscribed circle (centre O)."""
+    """Scalene triangle with its circumscribed circle (centre O, inside or outside the triangle)."""
     t = pick_letters(rng, 3)
     A, B, C = _from_sides(*_scalene_sides(rng))
     center = g.circumcenter(A, B, C)

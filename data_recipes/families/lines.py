@@ -7,7 +7,14 @@ import numpy as np
 
 from data_recipes import geometry as g
 from data_recipes.families import register_family
-from data_recipes.families.common import POOL, annotate_angle, annotate_length, label_all, pick_letters, transform
+from data_recipes.families.common import (
+    POOL,
+    annotate_angle,
+    annotate_length,
+    label_all,
+    pick_letters,
+    transform,
+)
 from data_recipes.scene import Scene
 
 

@@ -84,9 +84,9 @@ def parallelogram(rng: np.random.Generator) -> tuple[Scene, list[str]]:
 def trapezoid(rng: np.random.Generator) -> tuple[Scene, list[str]]:
     """Trapezoid AB parallel to DC (arrows), with its diagonals."""
     while True:
-        a, b, h = int(rng.integers(8, 14)), int(rng.integers(3, 8)), int(rng.integers(3, 7))
-        x0 = float(rng.uniform(0.5, a - b - 0.5)) if a - b > 1 else 0.0
-        x0 = round(x0 * 2) / 2
+        a = int(rng.integers(8, 14))
+        b, h = int(rng.integers(math.ceil(0.4 * a), int(0.7 * a) + 1)), int(rng.integers(math.ceil(0.45 * a), int(0.8 * a) + 1))
+        x0 = round(float(rng.uniform(0.5, a - b - 0.5)) * 2) / 2 if a - b > 1 else 0.0
         if b < a - 1 and abs(x0 - (a - b) / 2) > 0.3 and 0 < x0 < a - b:
             break
     pts = [g.vec(0, 0), g.vec(a, 0), g.vec(x0 + b, h), g.vec(x0, h)]

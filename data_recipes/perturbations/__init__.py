@@ -60,7 +60,9 @@ def get_perturbation(name: str) -> PerturbationFn:
     return _PERTURBATIONS[name]
 
 
+# isort: off
 from data_recipes.perturbations import relations  # noqa: E402,F401
 from data_recipes.perturbations import shapes  # noqa: E402,F401
 from data_recipes.perturbations import labels  # noqa: E402,F401
 from data_recipes.perturbations import elements  # noqa: E402,F401
+# isort: on

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_recipes.families.common import RESERVED
 from data_recipes.facts import canonical, format_number, holds, rename_fact
+from data_recipes.families.common import RESERVED
 from data_recipes.perturbations import Perturbed, register_perturbation
 from data_recipes.perturbations.base import facts_named, shuffled
 from data_recipes.scene import Scene

@@ -114,10 +114,10 @@ def _slide_line(moving: str, v: str, other: str, deg: float):
     """Edit: move the far vertex ``moving`` along line (moving, other) so the angle at ``v`` changes by ``deg``."""
 
     def edit(s: Scene) -> str | None:
-        V, P, O = s.p(v), s.p(moving), s.p(other)
-        target = g.rotate_about(P, V, deg)
+        vx, px, ox = s.p(v), s.p(moving), s.p(other)
+        target = g.rotate_about(px, vx, deg)
         try:
-            new = g.intersect_lines(V, target, P, O)
+            new = g.intersect_lines(vx, target, px, ox)
         except ValueError:
             return None
         s.set_point(moving, new)
@@ -135,13 +135,7 @@ def on_circle_off(scene: Scene, facts: list[str], rng: np.random.Generator) -> P
         center = f.args[1] if f.name == "on_circle" else f.args[0]
         cands += [(f, p, center) for p in pts]
     for f, p, o in shuffled(rng, cands):
-        k = 1 + signed(rng, 0.06, 0.09)
-
-        def edit(s: Scene, p=p, o=o, k=k) -> str:
-            s.set_point(p, g.lerp(s.p(o), s.p(p), k))
-            return f"moved {p} {'outside' if k > 1 else 'inside'} circle {o} (distance {k:.2f} r)"
-
-        res = first_valid(scene, facts, [str(f)], [], [edit])
+        res = first_valid(scene, facts, [str(f)], [], [_radial(p, o, 1 + signed(rng, 0.06, 0.09))])
         if res:
             return res
     return None
@@ -153,11 +147,7 @@ def tangent_to_secant(scene: Scene, facts: list[str], rng: np.random.Generator) 
     for f in shuffled(rng, facts_named(facts, "tangent")):
         p, a = f.args[0]
         o = f.args[1]
-
-        def edit(s: Scene, a=a, o=o, deg=signed(rng, 10, 15)) -> str:
-            s.set_point(a, g.rotate_about(s.p(a), s.p(o), deg))
-            return f"moved {a} along circle {o} by {deg:+.0f} degrees: {p}{a} is now a secant"
-
+        edit = _along_circle(a, o, signed(rng, 10, 15), f"{p}{a} is now a secant")
         res = first_valid(scene, facts, [str(f)], [canonical(f"on_circle({a},{o})")], [edit])
         if res:
             return res
@@ -190,16 +180,8 @@ def diameter_to_chord(scene: Scene, facts: list[str], rng: np.random.Generator) 
     for f in shuffled(rng, facts_named(facts, "diameter")):
         a, b = f.args[0]
         o = f.args[1]
-        edits = []
-        for end in shuffled(rng, [a, b]):
-            def edit(s: Scene, end=end, deg=signed(rng, 12, 16)) -> str:
-                s.set_point(end, g.rotate_about(s.p(end), s.p(o), deg))
-                # a radius written on the old diameter keeps its segment: draw that radius
-                for el in s.find("length_label"):
-                    if o in el.refs and not s.has_segment(*el.refs):
-                        s.elements.insert(0, Element("segment", el.refs))
-                return f"moved {end} along circle {o} by {deg:+.0f} degrees: {a}{b} is a chord, not a diameter"
-            edits.append(edit)
+        edits = [_along_circle(end, o, signed(rng, 12, 16), f"{a}{b} is a chord, not a diameter", keep_radius=True)
+                 for end in shuffled(rng, [a, b])]
         res = first_valid(scene, facts, [str(f)], [], edits)
         if res:
             return res
@@ -210,15 +192,7 @@ def diameter_to_chord(scene: Scene, facts: list[str], rng: np.random.Generator) 
 def incircle_shift(scene: Scene, facts: list[str], rng: np.random.Generator) -> Perturbed | None:
     """The inscribed circle shrinks or grows by 10-14 percent: it no longer touches the sides."""
     for f in shuffled(rng, facts_named(facts, "incircle")):
-        o = f.args[0]
-        k = 1 + signed(rng, 0.08, 0.11)
-
-        def edit(s: Scene, o=o, k=k) -> str:
-            for el in s.find("circle", (o,)):
-                el.attrs["radius"] = float(el.attrs["radius"]) * k
-            return f"scaled circle {o} by {k:.2f}: it no longer touches the sides"
-
-        res = first_valid(scene, facts, [str(f)], [], [edit])
+        res = first_valid(scene, facts, [str(f)], [], [_scale_circle(f.args[0], 1 + signed(rng, 0.08, 0.11))])
         if res:
             return res
     return None
@@ -229,11 +203,48 @@ def grid_point_shift(scene: Scene, facts: list[str], rng: np.random.Generator) -
     """A vertex on a coordinate grid moves by one grid unit; its coordinates change."""
     for f in shuffled(rng, facts_named(facts, "point")):
         x, y = (int(v) for v in (f.value or "").strip("()").split(","))
+        name = f.args[0]
         for dx, dy in shuffled(rng, [(1, 0), (-1, 0), (0, 1), (0, -1)]):
-            def edit(s: Scene, dx=dx, dy=dy, name=f.args[0]) -> str:
-                s.set_point(name, (x + dx, y + dy))
-                return f"moved {name} from ({x},{y}) to ({x + dx},{y + dy})"
-            res = first_valid(scene, facts, [str(f)], [canonical(f"point({f.args[0]})=({x + dx},{y + dy})")], [edit])
+            edit = _move_to(name, (x + dx, y + dy), f"moved {name} from ({x},{y}) to ({x + dx},{y + dy})")
+            res = first_valid(scene, facts, [str(f)], [canonical(f"point({name})=({x + dx},{y + dy})")], [edit])
             if res:
                 return res
     return None
+
+
+# -- edit factories (each returns an Edit bound to its arguments) ------------------------------------
+def _move_to(name: str, xy: tuple[float, float], detail: str) -> Edit:
+    def edit(s: Scene) -> str:
+        s.set_point(name, xy)
+        return detail
+
+    return edit
+
+
+def _radial(p: str, o: str, k: float) -> Edit:
+    def edit(s: Scene) -> str:
+        s.set_point(p, g.lerp(s.p(o), s.p(p), k))
+        return f"moved {p} {'outside' if k > 1 else 'inside'} circle {o} (distance {k:.2f} r)"
+
+    return edit
+
+
+def _along_circle(p: str, o: str, deg: float, note: str, keep_radius: bool = False) -> Edit:
+    def edit(s: Scene) -> str:
+        s.set_point(p, g.rotate_about(s.p(p), s.p(o), deg))
+        if keep_radius:  # a radius written on the old diameter keeps a drawn segment
+            for el in s.find("length_label"):
+                if o in el.refs and not s.has_segment(*el.refs):
+                    s.elements.insert(0, Element("segment", el.refs))
+        return f"moved {p} along circle {o} by {deg:+.0f} degrees: {note}"
+
+    return edit
+
+
+def _scale_circle(o: str, k: float) -> Edit:
+    def edit(s: Scene) -> str:
+        for el in s.find("circle", (o,)):
+            el.attrs["radius"] = float(el.attrs["radius"]) * k
+        return f"scaled circle {o} by {k:.2f}: it no longer touches the sides"
+
+    return edit

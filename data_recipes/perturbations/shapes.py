@@ -42,29 +42,29 @@ def _quad_edit(poly: str, target: str, rng: np.random.Generator, facts: list[str
         ab, ad = B - A, D - A
         angle = g.angle_at(B, A, D)
         if target in ("rhombus", "parallelogram") and abs(angle - 90) < 1e-3:  # from square / rectangle: shear
-            ad = g.rotate_about(ad, (0, 0), signed(rng, 6, 9))
+            ad = g.rotate_about(ad, (0, 0), signed(rng, 4, 6))
             if target == "parallelogram" and abs(np.hypot(*ab) - np.hypot(*ad)) < 1e-6:
-                ad = ad * (1 + signed(rng, 0.1, 0.14))
+                ad = ad * (1 + signed(rng, 0.07, 0.1))
         elif target == "rectangle":
-            if abs(angle - 90) > 12:
+            if abs(angle - 90) > 8:
                 return None
             ad = g.rotate_about(g.unit(ab), (0, 0), 90 if g.cross(ab, ad) > 0 else -90) * np.hypot(*ad)
             if abs(np.hypot(*ab) - np.hypot(*ad)) < 1e-6:
-                ad = ad * (1 + signed(rng, 0.1, 0.14))
+                ad = ad * (1 + signed(rng, 0.07, 0.1))
         elif target == "square":
             ratio = np.hypot(*ad) / np.hypot(*ab)
-            if not (0.85 < ratio < 1.18 and abs(angle - 90) < 12):
+            if not (0.9 < ratio < 1.12 and abs(angle - 90) < 8):
                 return None
             ad = g.rotate_about(g.unit(ab), (0, 0), 90 if g.cross(ab, ad) > 0 else -90) * np.hypot(*ab)
         elif target == "rhombus":  # from parallelogram: equal sides
             ratio = np.hypot(*ad) / np.hypot(*ab)
-            if not 0.85 < ratio < 1.18:
+            if not 0.9 < ratio < 1.12:
                 return None
             ad = g.unit(ad) * np.hypot(*ab)
         elif target == "parallelogram":  # from rhombus: stretch one pair of sides
-            ad = ad * (1 + signed(rng, 0.1, 0.14))
+            ad = ad * (1 + signed(rng, 0.07, 0.1))
         elif target == "quadrilateral":  # trapezoid / kite: turn side CD about C
-            s.set_point(d, g.rotate_about(D, C, signed(rng, 4, 6)))
+            s.set_point(d, g.rotate_about(D, C, signed(rng, 3, 5)))
             _fix_intersections(s, facts)
             return f"turned side {c}{d}: {poly} is now a general quadrilateral"
         else:
@@ -125,13 +125,7 @@ def triangle_shape_swap(scene: Scene, facts: list[str], rng: np.random.Generator
         elif f.name == "isosceles":
             a, b, c = t
             edits = [_slide_vertex(c, b, c, 1 + signed(rng, 0.1, 0.14)), _slide_vertex(b, c, b, 1 + signed(rng, 0.1, 0.14))]
-            shift = signed(rng, 0.08, 0.12)
-
-            def move_apex(s: Scene) -> str:
-                s.set_point(a, s.p(a) + shift * (s.p(c) - s.p(b)))
-                return f"moved apex {a} sideways by {abs(shift):.2f} {b}{c}"
-
-            edits.append(move_apex)
+            edits.append(_shift_apex(a, b, c, signed(rng, 0.08, 0.12)))
             res = first_valid(scene, facts, [str(f)], [canonical(f"shape({t})=scalene")], edits)
             if res:
                 return res
@@ -144,14 +138,25 @@ def regular_polygon_break(scene: Scene, facts: list[str], rng: np.random.Generat
     for f in shuffled(rng, [f for f in facts_named(facts, "shape") if (f.value or "").startswith("regular_")]):
         poly = f.args[0]
         center = g.centroid([scene.p(x) for x in poly])
-        edits = []
-        for v in shuffled(rng, list(poly))[:3]:
-            def edit(s: Scene, v=v, k=1 + signed(rng, 0.08, 0.12)) -> str:
-                s.set_point(v, g.lerp(center, s.p(v), k))
-                return f"moved vertex {v} {'outward' if k > 1 else 'inward'} ({k:.2f} of its distance to the centre)"
-            edits.append(edit)
+        edits = [_scale_from(v, center, 1 + signed(rng, 0.08, 0.12)) for v in shuffled(rng, list(poly))[:3]]
         plain = (f.value or "").replace("regular_", "")
         res = first_valid(scene, facts, [str(f)], [canonical(f"shape({poly})={plain}")], edits)
         if res:
             return res
     return None
+
+
+def _shift_apex(a: str, b: str, c: str, shift: float) -> Edit:
+    def edit(s: Scene) -> str:
+        s.set_point(a, s.p(a) + shift * (s.p(c) - s.p(b)))
+        return f"moved apex {a} sideways by {abs(shift):.2f} {b}{c}"
+
+    return edit
+
+
+def _scale_from(v: str, center: np.ndarray, k: float) -> Edit:
+    def edit(s: Scene) -> str:
+        s.set_point(v, g.lerp(center, s.p(v), k))
+        return f"moved vertex {v} {'outward' if k > 1 else 'inward'} ({k:.2f} of its distance to the centre)"
+
+    return edit

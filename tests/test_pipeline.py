@@ -1,0 +1,244 @@
+"""The pipeline runner (`mmgeolm run`): stage order, DONE markers, resume, --from/--until, failures, recipes.
+
+The stage runner is tested with trivial ``python -c`` commands; the CLI is run for real through the
+data stage on the tiny data recipe. The whole demo at micro size is the slow test at the end.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmgeolm import cli
+from mmgeolm.pipeline import STAGE_NAMES, build_stages, dataset_dir
+from mmgeolm.recipe import PipelineRecipe, RecipeError, load_recipe
+from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, run_stages, select
+
+SHIPPED = sorted(p.stem for p in cli.SHIPPED_RECIPES.glob("*.yaml"))
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _appending(name: str, trace: Path, fail_flag: Path | None = None) -> Stage:
+    """A stage that appends its name to ``trace``; fails (before appending) while ``fail_flag`` exists."""
+    code = (
+        "import pathlib, sys\n"
+        f"flag = {str(fail_flag)!r} if {fail_flag is not None} else None\n"
+        "if flag and pathlib.Path(flag).exists():\n"
+        f"    print('boom: {name} cannot go on'); sys.exit(3)\n"
+        f"open({str(trace)!r}, 'a').write({name!r} + '\\n')\n"
+        f"print('{name} ran')\n"
+    )
+    return Stage(name, lambda folder: [_py(code)])
+
+
+def _trace(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+# ----------------------------------------------------------------------------- the stage runner
+
+
+def test_stages_run_in_order_and_write_done_and_log(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    stages = [_appending(n, trace) for n in ("a", "b", "c")]
+    status = run_stages(tmp_path / "run", stages, echo=lambda _: None)
+    assert _trace(trace) == ["a", "b", "c"]
+    assert status == {"a": "done", "b": "done", "c": "done"}
+    for name in ("a", "b", "c"):
+        done = json.loads((tmp_path / "run" / name / DONE).read_text())
+        assert done["stage"] == name and done["commands"][0][0] == sys.executable
+        assert f"{name} ran" in (tmp_path / "run" / name / LOG).read_text()
+
+
+def test_rerun_skips_finished_stages(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    stages = [_appending(n, trace) for n in ("a", "b")]
+    run_stages(tmp_path / "run", stages, echo=lambda _: None)
+    messages: list[str] = []
+    status = run_stages(tmp_path / "run", stages, echo=messages.append)
+    assert _trace(trace) == ["a", "b"]
+    assert status == {"a": "skipped (done)", "b": "skipped (done)"}
+    assert any("already done" in m for m in messages)
+
+
+def test_failing_stage_stops_the_run_with_its_error_and_log(tmp_path: Path) -> None:
+    trace, flag = tmp_path / "trace.txt", tmp_path / "fail"
+    flag.touch()
+    stages = [_appending("a", trace), _appending("b", trace, fail_flag=flag), _appending("c", trace)]
+    with pytest.raises(StageError) as info:
+        run_stages(tmp_path / "run", stages, echo=lambda _: None)
+    message = str(info.value)
+    assert "'b'" in message and "exit code 3" in message
+    assert "boom: b cannot go on" in message
+    assert str(tmp_path / "run" / "b" / LOG) in message
+    assert _trace(trace) == ["a"]
+    assert is_done(tmp_path / "run", stages[0]) and not is_done(tmp_path / "run", stages[1])
+
+
+def test_failed_or_interrupted_stage_runs_again_then_the_rest(tmp_path: Path) -> None:
+    trace, flag = tmp_path / "trace.txt", tmp_path / "fail"
+    flag.touch()
+    stages = [_appending("a", trace), _appending("b", trace, fail_flag=flag), _appending("c", trace)]
+    with pytest.raises(StageError):
+        run_stages(tmp_path / "run", stages, echo=lambda _: None)
+    flag.unlink()
+    status = run_stages(tmp_path / "run", stages, echo=lambda _: None)
+    assert status == {"a": "skipped (done)", "b": "done", "c": "done"}
+    assert _trace(trace) == ["a", "b", "c"]
+    log = (tmp_path / "run" / "b" / LOG).read_text()
+    assert "boom" in log and "b ran" in log  # the log keeps both attempts
+
+
+def test_disabled_stage_is_off_and_not_marked_done(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    off = _appending("b", trace)
+    off.enabled = False
+    status = run_stages(tmp_path / "run", [_appending("a", trace), off], echo=lambda _: None)
+    assert status == {"a": "done", "b": "off"}
+    assert not is_done(tmp_path / "run", off)
+
+
+def test_stage_sees_its_own_folder_and_env(tmp_path: Path) -> None:
+    code = "import os, pathlib, sys; pathlib.Path(sys.argv[1], 'out.txt').write_text(os.environ['GREETING'])"
+    stage = Stage("s", lambda folder: [[*_py(code), str(folder)]], env={"GREETING": "hello"})
+    run_stages(tmp_path, [stage], echo=lambda _: None)
+    assert (tmp_path / "s" / "out.txt").read_text() == "hello"
+
+
+@pytest.mark.parametrize(
+    ("start", "until", "expected"),
+    [(None, None, ["a", "b", "c", "d"]), ("b", None, ["b", "c", "d"]), (None, "b", ["a", "b"]),
+     ("b", "c", ["b", "c"]), ("c", "c", ["c"])],
+)
+def test_select_from_until(start: str | None, until: str | None, expected: list[str]) -> None:
+    stages = [Stage(n, lambda folder: []) for n in "abcd"]
+    assert [s.name for s in select(stages, start, until)] == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "until", "needle"),
+    [("x", None, "--from 'x' is not a stage"), (None, "y", "--until 'y' is not a stage"), ("c", "b", "comes after")],
+)
+def test_select_errors_name_the_flag_and_the_stages(start: str | None, until: str | None, needle: str) -> None:
+    stages = [Stage(n, lambda folder: []) for n in "abcd"]
+    with pytest.raises(ValueError, match=needle) as info:
+        select(stages, start, until)
+    assert "a, b, c, d" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_load_and_resolve_short_names(name: str) -> None:
+    recipe = load_recipe(cli.SHIPPED_RECIPES / f"{name}.yaml")
+    assert Path(recipe.data.recipe).is_file() and Path(recipe.mmclip.config).is_file()
+    if recipe.llava.deepspeed:
+        assert Path(recipe.llava.deepspeed).is_file()
+    stages = build_stages(recipe, Path("/tmp/never-created"))
+    assert tuple(s.name for s in stages) == STAGE_NAMES
+
+
+def test_demo_is_shipped() -> None:
+    assert "demo-cpu" in SHIPPED
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [({"mmclip": {"confg": "tiny-cpu"}}, "unknown key(s) ['confg']"),
+     ({"colour": "blue"}, "unknown key(s) ['colour']"),
+     ({"llava": {"stage1": {"max_step": 3}}}, "llava.stage1: unknown key(s) ['max_step']"),
+     ({"data": {"recipe": "no-such-recipe"}}, "data.recipe: 'no-such-recipe' is neither a file"),
+     ({"data": {"workers": 0}}, "data.workers"),
+     ({"llava": "yes"}, "expected a mapping")],
+)
+def test_invalid_recipe_exits_2_naming_key_and_file(tmp_path: Path, data: dict, needle: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path / "bad.yaml", data)
+    with pytest.raises(RecipeError, match=None):
+        load_recipe(path)
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(path) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_stage_name_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "demo-cpu", "--out", str(tmp_path / "run"), "--until", "training"]) == 2
+    err = capsys.readouterr().err
+    assert "--until 'training' is not a stage" in err and "llava_stage1" in err
+
+
+def test_missing_recipe_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "no-such-pipeline", "--out", str(tmp_path / "run")]) == 2
+    assert "no-such-pipeline" in capsys.readouterr().err
+
+
+def test_default_recipe_is_valid() -> None:
+    assert PipelineRecipe().data.recipe == "demo"
+
+
+# ----------------------------------------------------------------------------- the real CLI, data stage
+
+
+def _tiny_pipeline(tmp_path: Path, **data: object) -> Path:
+    return _write(tmp_path / "pipe.yaml", {"name": "t", "seed": 1,
+                                            "data": {"recipe": "tiny", "num": 5, "workers": 1, **data}})
+
+
+def test_run_builds_data_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe, run = _tiny_pipeline(tmp_path), tmp_path / "run"
+    assert cli.main(["run", str(recipe), "--out", str(run), "--until", "data"]) == 0
+    samples = (dataset_dir(run) / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 5
+    assert json.loads((run / "data" / DONE).read_text())["stage"] == "data"
+    assert "--num 5" in (run / "data" / LOG).read_text()
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert saved["data"]["num"] == 5 and Path(saved["data"]["recipe"]).name == "tiny.yaml"
+    capsys.readouterr()
+    assert cli.main(["run", str(recipe), "--out", str(run), "--until", "data"]) == 0
+    assert "data: already done" in capsys.readouterr().out
+    assert not (run / "mmclip").exists()
+
+
+def test_failing_data_stage_exits_1_with_its_error_and_log(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _write(tmp_path / "broken-data.yaml", {"name": "broken", "num": 3, "families": ["no_such_family"]})
+    recipe, run = _tiny_pipeline(tmp_path, recipe=str(broken)), tmp_path / "run"
+    assert cli.main(["run", str(recipe), "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "stage 'data' failed" in err and "no_such_family" in err
+    assert str(run / "data" / LOG) in err
+    assert not (run / "data" / DONE).exists() and not (run / "mmclip").exists()
+
+
+# ----------------------------------------------------------------------------- the whole demo, micro size
+
+
+@pytest.mark.slow
+def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
+    demo = yaml.safe_load((cli.SHIPPED_RECIPES / "demo-cpu.yaml").read_text())
+    demo["data"].update(recipe="tiny", num=12, workers=1)
+    demo["mmclip"]["overrides"] = ["steps=4", "save_every=2", "log_every=1", "data.batch_size=4"]
+    demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
+    demo["llava"]["stage2"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
+    demo["questions"] = {"num": 4, "max_new_tokens": 3}
+    recipe, run = _write(tmp_path / "micro.yaml", demo), tmp_path / "run"
+    assert cli.main(["run", str(recipe), "--out", str(run)]) == 0
+    for stage in build_stages(load_recipe(recipe), run):
+        assert is_done(run, stage) == stage.enabled, stage.name
+    score = json.loads((run / "answers" / "score.json").read_text())
+    assert score["all"]["n"] == len((run / "llava_data" / "questions.jsonl").read_text().splitlines())
+    report = (run / "report" / "report.md").read_text()
+    assert "Held-out geometry questions" in report and (run / "report" / "report.html").is_file()
