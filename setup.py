@@ -37,7 +37,7 @@ setup(
         "data_recipes": ["recipes/*.yaml"],
         "mmclip_plugin": ["configs/*.yaml", "model_configs/*.json"],
         "llava_patches": ["zero_configs/*.json"],
-        "mmgeolm": ["recipes/*.yaml"],
+        "mmgeolm": ["recipes/*.yaml", "recipes/data/*.yaml"],
     },
     install_requires=BASE,
     extras_require={

@@ -15,7 +15,14 @@ import time
 
 import numpy as np
 
-from data_recipes.engine import candidate_negatives, encode_png, generate_diagram, list_families, render_array, render_naive
+from data_recipes.engine import (
+    candidate_negatives,
+    encode_png,
+    generate_diagram,
+    list_families,
+    render_array,
+    render_naive,
+)
 
 
 def build_scenes(per_family: int, with_negatives: int) -> list:

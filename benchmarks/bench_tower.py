@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=5, help="timed iterations per tower")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per tower")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
@@ -54,7 +54,7 @@ def build_towers(args: argparse.Namespace, root: Path) -> tuple[torch.nn.Module,
     """(ours, upstream) on the same random weights, moved to the device and dtype like LLaVA's train.py."""
     torch.manual_seed(0)
     ckpt = create_model(ModelConfig(name=args.model)).save_pretrained(root / "mmclip")
-    hf_dir = export_hf_clip(ckpt, root / "hf", verify=args.device == "cpu" and args.dtype == "fp32")
+    hf_dir = export_hf_clip(ckpt, root / "hf", verify=False)  # the feature difference is printed below
     tower_args = types.SimpleNamespace(mm_vision_select_layer=args.select_layer,
                                        mm_vision_select_feature=args.select_feature)
     upstream_cls = get_upstream_symbol("llava.model.multimodal_encoder.clip_encoder", "CLIPVisionTower")

@@ -9,6 +9,7 @@ files and a killed build leaves no half-written file under a final name.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from data_recipes.hardness import image_hardness
 from data_recipes.recipe import Recipe
 
 PARTS_DIR = ".parts"
+DUPLICATE = "duplicate: same image as an earlier one"
 # A separate stream for the split so that changing val_fraction never changes a diagram.
 SPLIT_STREAM = 1
 
@@ -35,6 +37,7 @@ class SampleResult:
 
 
 def sample_id(recipe: Recipe, index: int) -> str:
+    """``<recipe name>-<zero-padded index>``, e.g. ``demo-000042``."""
     return f"{recipe.name}-{index:0{index_width(recipe)}d}"
 
 
@@ -44,10 +47,12 @@ def index_width(recipe: Recipe) -> int:
 
 
 def part_path(root: Path, recipe: Recipe, index: int) -> Path:
+    """The completion record of sample ``index`` (its presence means the sample is done)."""
     return root / PARTS_DIR / f"{index:0{index_width(recipe)}d}.json"
 
 
 def sample_split(recipe: Recipe, index: int) -> str:
+    """"train" or "val", drawn from the sample's own split stream."""
     if recipe.split.val_fraction <= 0:
         return "train"
     draw = np.random.default_rng([recipe.seed, index, SPLIT_STREAM]).random()
@@ -95,6 +100,9 @@ def select_negatives(
     kept: list[tuple[Any, np.ndarray, dict[str, float]]] = []
     rejected: list[dict[str, str]] = []
     seen = {hashlib.sha1(positive.tobytes()).digest()}
+    # Later rounds often propose a scene already tried (the same element dropped again): its verdict
+    # is known without rendering it, since the image is a function of the scene.
+    tried: dict[str, str | None] = {}
     for _ in range(cfg.max_rounds):
         if len(kept) >= cfg.per_positive:
             break
@@ -105,14 +113,19 @@ def select_negatives(
             if len(kept) >= cfg.per_positive:
                 break
             negative = candidates[int(j)]
+            key = json.dumps(negative.diagram.scene.to_dict(), sort_keys=True)
+            if key in tried:
+                rejected.append({"type": negative.type, "reason": tried[key] or DUPLICATE})
+                continue
             try:
                 image = _render(recipe, negative.diagram.scene)
                 hardness = image_hardness(positive, image)
             except Exception as err:  # a broken candidate costs one negative, not the sample
-                rejected.append({"type": negative.type, "reason": f"error: {_error_reason(err)}"})
+                tried[key] = f"error: {_error_reason(err)}"
+                rejected.append({"type": negative.type, "reason": tried[key]})
                 continue
             digest = hashlib.sha1(image.tobytes()).digest()
-            reason = _judge(recipe, hardness) or ("duplicate: same image as an earlier one" if digest in seen else None)
+            tried[key] = reason = _judge(recipe, hardness) or (DUPLICATE if digest in seen else None)
             if reason:
                 rejected.append({"type": negative.type, "reason": reason})
                 continue

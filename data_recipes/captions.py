@@ -76,6 +76,8 @@ TEMPLATES: dict[str, Callable[[Fact], list[str]]] = {
     "incircle": lambda f: [f"circle {f.args[0]} is inscribed in triangle {f.args[1]}", f"⊙{f.args[0]} is the incircle of △{f.args[1]}"],
     "circumcircle": lambda f: [f"circle {f.args[0]} passes through {_and(list(f.args[1]))}",
                                f"⊙{f.args[0]} is the circumcircle of △{f.args[1]}"],
+    "shaded": lambda f: [f"the sector {f.args[0]} is shaded" if len(f.args[0]) == 3 else f"region {f.args[0]} is shaded",
+                         f"the shaded region is sector {f.args[0]}" if len(f.args[0]) == 3 else f"{f.args[0]} is shaded"],
     "radius": lambda f: [f"the radius of circle {f.args[0]} is {f.value}", f"circle {f.args[0]} has radius {f.value}"],
 }
 
@@ -92,8 +94,19 @@ GROUPS: dict[str, Callable[[list[Fact]], list[str]]] = {
 }
 
 ORDER = ["shape", "isosceles", "right_triangle", "similar", "congruent", "circumcircle", "incircle", "diameter", "radius",
-         "on_circle", "tangent", "parallel", "perpendicular", "midpoint", "on_segment", "altitude", "median",
+         "on_circle", "shaded", "tangent", "parallel", "perpendicular", "midpoint", "on_segment", "altitude", "median",
          "bisector", "cevian", "intersection", "equal_length", "length", "angle", "point"]
+
+
+def _diagonals(f: Fact, facts: list[Fact]) -> bool:
+    """Whether the two segments of an intersection fact are the diagonals of a quadrilateral named in a shape fact."""
+    for s in facts:
+        if s.name == "shape" and len(s.args[0]) == 4:
+            p = s.args[0]
+            diags = {frozenset((p[0], p[2])), frozenset((p[1], p[3]))}
+            if {frozenset(f.args[1]), frozenset(f.args[2])} == diags:
+                return True
+    return False
 
 
 def _pick(options: list[str], variant: int, key: str) -> str:
@@ -113,6 +126,10 @@ def make_caption(facts: list[str], variant: int) -> str:
                 grouped[key] = []
                 clauses.append(f"__group__{len(grouped) - 1}")
             grouped[key].append(f)
+        elif f.name == "intersection" and _diagonals(f, parsed):
+            options = [f"its diagonals {f.args[1]} and {f.args[2]} intersect at point {f.args[0]}",
+                       f"the diagonals {f.args[1]} and {f.args[2]} meet at {f.args[0]}"]
+            clauses.append(_pick(options, variant, f.name))
         else:
             clauses.append(_pick(TEMPLATES[f.name](f), variant, f.name))
     keys = list(grouped)

@@ -105,6 +105,7 @@ SIGNATURES: dict[str, tuple[tuple[Callable[[str], str], ...], bool]] = {
     "point": ((_same,), False),
     "cevian": ((_same, _poly), False),
     "on_segment": ((_same, _seg), False),
+    "shaded": ((_apex,), False),  # sector: centre, then the two ends
 }
 
 
@@ -340,6 +341,9 @@ def _check(scene: Scene, f: Fact) -> bool:  # noqa: C901  (one branch per relati
         (v, d), tri = a[0], a[1]
         b, c = [x for x in tri if x != v] if v in tri else ("", "")
         return bool(b) and d not in tri and scene.has_segment(v, d) and _between(scene, d, b + c)
+    if f.name == "shaded":  # a shaded sector (centre, then its two ends, either order) or region (same vertices)
+        return any(el.kind in ("sector", "region") and (el.refs == tuple(a[0]) or (
+            el.kind == "sector" and el.refs == (a[0][0], a[0][2], a[0][1]))) for el in scene.elements)
     if f.name == "on_segment":
         return _between(scene, a[0], a[1]) and a[0] not in a[1]
     if f.name == "bisector":

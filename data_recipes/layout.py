@@ -1,6 +1,7 @@
 """Layout: a scene becomes a square data window and a list of draw calls (styles fixed by output size).
 
-Vertex labels go into the widest free angular gap around their point (leaning away from the figure),
+Vertex labels go where they are clearest of strokes, circles and points (preferring wide angular gaps and
+the outside of the figure),
 numbers beside their segment or inside their angle, marks at the middle of segments unless a labelled
 point sits there. Every call gets an explicit layer and order (zorder), so any renderer replays it the same.
 """
@@ -100,22 +101,75 @@ def _incident_directions(scene: Scene, name: str) -> list[float]:
     return out
 
 
-def label_direction(scene: Scene, name: str) -> float:
-    """Heading for the label of ``name``: the middle of the widest free angular gap, leaning outward."""
+def _ink(scene: Scene) -> tuple[np.ndarray, list[tuple[np.ndarray, float]], np.ndarray]:
+    """Straight strokes as an (n, 2, 2) array of end points, circles as (centre, radius), no numbers yet."""
+    segs, circles = [], []
+    for el in scene.elements:
+        if el.kind == "segment":
+            segs.append((scene.p(el.refs[0]), scene.p(el.refs[1])))
+        elif el.kind in ("line", "ray"):
+            segs.append(_extended(scene, el))
+        elif el.kind == "polygon":
+            n = len(el.refs)
+            segs += [(scene.p(el.refs[i]), scene.p(el.refs[(i + 1) % n])) for i in range(n)]
+        elif el.kind == "circle":
+            circles.append((scene.p(el.refs[0]), float(el.attrs["radius"])))
+    return np.array(segs, dtype=float).reshape(-1, 2, 2), circles, np.zeros((0, 2))
+
+
+def _clearance(qs: np.ndarray, segs: np.ndarray, circles: list[tuple[np.ndarray, float]], others: np.ndarray) -> np.ndarray:
+    """For each row of ``qs`` (m, 2): distance to the nearest stroke, circle or other point."""
+    best = np.full(len(qs), np.inf)
+    if len(segs):
+        a, d = segs[:, 0], segs[:, 1] - segs[:, 0]  # (n, 2)
+        rel = qs[:, None, :] - a[None]  # (m, n, 2)
+        t = np.clip((rel * d[None]).sum(2) / np.maximum((d * d).sum(1), 1e-12)[None], 0, 1)
+        best = np.minimum(best, np.linalg.norm(rel - t[..., None] * d[None], axis=2).min(1))
+    for c, r in circles:
+        best = np.minimum(best, np.abs(np.linalg.norm(qs - c, axis=1) - r))
+    if len(others):
+        best = np.minimum(best, np.linalg.norm(qs[:, None, :] - others[None], axis=2).min(1))
+    return best
+
+
+def label_offset(span: float, heading: float) -> float:
+    """Distance of a vertex label from its point (a little more on the diagonals, where the box reaches further)."""
+    return 0.05 * span * (1.0 + 0.25 * abs(math.sin(math.radians(2 * heading))))
+
+
+def label_direction(scene: Scene, name: str, span: float | None = None,
+                    ink: tuple[np.ndarray, list, np.ndarray] | None = None) -> float:
+    """Heading for the label of ``name``.
+
+    The label goes where it is clearest of every stroke, circle and other point (up to a comfortable
+    distance); among clear places it prefers the middle of a wide angular gap between the lines
+    through the point, leaning away from the figure.
+    """
+    if span is None:
+        lim = limits(scene)
+        span = lim[1] - lim[0]
+    p = scene.p(name)
     pts = np.array(list(scene.points.values()))
-    outward = scene.p(name) - pts.mean(axis=0)
+    outward = p - pts.mean(axis=0)
     out_h = g.heading((0, 0), outward) if np.hypot(*outward) > 1e-9 else 90.0
     dirs = sorted(set(round(d, 6) for d in _incident_directions(scene, name)))
-    if not dirs:
-        return out_h
-    best, best_score = out_h, -1e9
-    for i, d in enumerate(dirs):
+    segs, circles, numbers = ink if ink is not None else _ink(scene)
+    others = np.concatenate([pts[np.linalg.norm(pts - p, axis=1) > 1e-9], numbers.reshape(-1, 2)])
+    candidates = [float(h) for h in range(0, 360, 10)]
+    for i, d in enumerate(dirs):  # middles of the angular gaps
         nxt = dirs[(i + 1) % len(dirs)] + (360 if i == len(dirs) - 1 else 0)
-        gap = nxt - d if len(dirs) > 1 else 360.0
-        mid = (d + gap / 2) % 360
-        score = gap + 25.0 * math.cos(math.radians(mid - out_h))
-        if score > best_score:
-            best, best_score = mid, score
+        candidates.append((d + ((nxt - d) if len(dirs) > 1 else 360.0) / 2) % 360)
+    hs = np.array(candidates)
+    rad = np.radians(hs)
+    offsets = 0.05 * span * (1.0 + 0.25 * np.abs(np.sin(2 * rad)))
+    qs = p[None] + offsets[:, None] * np.stack([np.cos(rad), np.sin(rad)], axis=1)
+    clear = np.minimum(_clearance(qs, segs, circles, others), 0.04 * span) / span
+    if dirs:
+        diff = np.abs((hs[:, None] - np.array(dirs)[None] + 180) % 360 - 180).min(1)
+    else:
+        diff = np.full(len(hs), 90.0)
+    score = 4000.0 * clear + np.minimum(diff, 60.0) + 20.0 * np.cos(np.radians(hs - out_h))
+    best = float(hs[int(np.argmax(score))])
     return best
 
 
@@ -168,9 +222,13 @@ def layout(scene: Scene, size_px: int = 336, dpi: int = 100) -> tuple[tuple[floa
     st = replace(Style.for_size(size_px, dpi), unit=S / size_px * dpi / 72.0)
     pts = np.array(list(scene.points.values()))
     center = pts.mean(axis=0)
+    segs, circles, _ = _ink(scene)
+    numbers = np.array([_number_position(scene, el, S, center) for el in scene.elements
+                        if el.kind in ("length_label", "angle_label")]).reshape(-1, 2)
+    ink = (segs, circles, numbers)
     calls: list[DrawCall] = []
     for el in sorted(scene.elements, key=lambda e: ORDER[e.kind]):
-        calls += _element_calls(scene, el, S, st, center)
+        calls += _element_calls(scene, el, S, st, center, ink)
     return lim, [_with_zorder(c, i) for i, c in enumerate(calls)]
 
 
@@ -196,7 +254,21 @@ def _with_zorder(c: DrawCall, index: int) -> DrawCall:
     return DrawCall(c.method, c.args, (*c.kwargs, ("zorder", z + 0.001 * min(index, 999))))
 
 
-def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.ndarray) -> list[DrawCall]:  # noqa: C901
+def _number_position(scene: Scene, el: Element, S: float, center: np.ndarray) -> np.ndarray:
+    """Centre of a written number: beside its segment (away from the figure) or inside its angle."""
+    P = [scene.p(r) for r in el.refs]
+    if el.kind == "length_label":
+        m, nrm = g.lerp(P[0], P[1], 0.5), g.perp(g.unit(P[1] - P[0]))
+        if np.dot(nrm, m - center) < 0 or (abs(np.dot(nrm, m - center)) < 1e-9 and nrm[1] < 0):
+            nrm = -nrm
+        return m + 0.055 * S * nrm
+    t1, t2, bis = _interior_angle(scene, el.refs)
+    half = math.radians((t2 - t1) / 2)
+    return P[1] + (0.07 * S + 0.035 * S / max(math.sin(half), 0.3)) * bis
+
+
+def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.ndarray,
+                   ink: tuple[np.ndarray, list, np.ndarray]) -> list[DrawCall]:  # noqa: C901
     k, P = el.kind, [scene.p(r) for r in el.refs]
     dashed = bool(el.attrs.get("dashed", False))
     if k == "segment":
@@ -256,21 +328,14 @@ def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.nd
         return [DrawCall("plot", ([_r(P[0][0])], [_r(P[0][1])]),
                          (("marker", "o"), ("ms", st.dot), ("color", "black"), ("ls", "none")))]
     if k == "label":
-        h = label_direction(scene, el.refs[0])
-        lean = 1.0 + 0.25 * abs(math.sin(math.radians(2 * h)))
-        return [_text(g.polar(P[0], 0.05 * S * lean, h), el.refs[0], st.font, st)]
+        h = label_direction(scene, el.refs[0], S, ink)
+        return [_text(g.polar(P[0], label_offset(S, h), h), el.refs[0], st.font, st)]
     if k == "length_label":
         text = el.attrs.get("text") or format_number(float(el.attrs["value"]))
-        m, nrm = g.lerp(P[0], P[1], 0.5), g.perp(g.unit(P[1] - P[0]))
-        if np.dot(nrm, m - center) < 0 or (abs(np.dot(nrm, m - center)) < 1e-9 and nrm[1] < 0):
-            nrm = -nrm
-        return [_text(m + 0.055 * S * nrm, text, 0.9 * st.font, st)]
+        return [_text(_number_position(scene, el, S, center), text, 0.9 * st.font, st)]
     if k == "angle_label":
         text = el.attrs.get("text") or format_number(float(el.attrs["value"])) + "°"
-        t1, t2, bis = _interior_angle(scene, el.refs)
-        half = math.radians((t2 - t1) / 2)
-        d = 0.07 * S + 0.035 * S / max(math.sin(half), 0.3)
-        return [_text(P[1] + d * bis, text, 0.8 * st.font, st)]
+        return [_text(_number_position(scene, el, S, center), text, 0.8 * st.font, st)]
     if k == "grid":
         return _grid_calls(el, S, st)
     raise ValueError(f"no layout for element kind {k!r}")

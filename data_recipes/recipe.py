@@ -176,10 +176,12 @@ class Recipe:
 
     @property
     def family_names(self) -> list[str]:
+        """Selected families, in recipe order."""
         return [name for name, _ in self.families]
 
     @property
     def family_probabilities(self) -> list[float]:
+        """Sampling probabilities of ``family_names`` (the weights normalised)."""
         total = float(sum(w for _, w in self.families))
         return [w / total for _, w in self.families]
 

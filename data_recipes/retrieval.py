@@ -29,7 +29,7 @@ STOP_WORDS = ("a", "an", "the", "is", "are", "of", "and", "in", "to", "at", "wit
               "that", "this", "its", "it", "which", "figure", "shown", "given", "let")
 # Single characters count: "side 4" and "side 5", "point C" and "point D" are different captions.
 TOKEN_PATTERN = r"(?u)\b\w+\b|[∠△⊥∥∼≅°]"
-BLOCK_BYTES = 64 * 2**20  # one block of float32 similarities
+BLOCK_BYTES = 128 * 2**20  # one block of float32 similarities
 
 
 @dataclass
@@ -217,7 +217,7 @@ def retrieve_neighbours(
         facts: per item, the facts true of its image, or None where unknown.
         backend: a registered backend name or a backend instance (fitted here).
         duplicate_threshold: similarities above this count as near duplicates and are excluded.
-        block_size: query rows per block (default: about 64 MiB of similarities).
+        block_size: query rows per block (default: about 128 MiB of similarities).
         progress: show a tqdm bar.
 
     Returns:

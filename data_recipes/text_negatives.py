@@ -89,14 +89,16 @@ def generate_text_negatives(
         found = retrieve_neighbours([it["caption"] for it in items], num, facts=facts, backend=backend,
                                     progress=len(items) > 20000)
         for item, line, neighbours in zip(items, lines, found):
-            line["negatives"].extend(
-                {"caption": items[j]["caption"], "kind": "retrieval", "rules": [], "source_id": items[j]["id"],
-                 "similarity": round(s, 4)}
-                for j, s in zip(neighbours.indices, neighbours.scores)
-            )
-            if len(neighbours.indices) < num:
+            have = {item["caption"]} | {n["caption"] for n in line["negatives"]}
+            for j, s in zip(neighbours.indices, neighbours.scores):
+                if items[j]["caption"] not in have:  # a rule negative may equal another item's caption
+                    have.add(items[j]["caption"])
+                    line["negatives"].append({"caption": items[j]["caption"], "kind": "retrieval", "rules": [],
+                                              "source_id": items[j]["id"], "similarity": round(s, 4)})
+            got = sum(n["kind"] == "retrieval" for n in line["negatives"])
+            if got < num:
                 reports.append({"id": item["id"], "kind": "retrieval", "reason": (
-                    f"only {len(neighbours.indices)} other captions are similar (cosine > 0) once duplicates, "
+                    f"only {got} other captions are similar (cosine > 0) once duplicates, "
                     "near duplicates and captions true of this image are excluded")})
     return lines, reports
 
@@ -160,11 +162,15 @@ def read_items(path: str | Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetFormatError(f"{path}: cannot read: {err}") from err
-    if text.lstrip().startswith("["):
+    document = None
+    if text.lstrip().startswith("[") or (text.lstrip().startswith("{") and "\n" in text.strip()):
         try:
-            records = json.loads(text)
+            document = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DatasetFormatError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from err
+            if text.lstrip().startswith("["):
+                raise DatasetFormatError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from err
+    if document is not None:  # a JSON list of records, or one record spread over several lines
+        records = document if isinstance(document, list) else [document]
         items = [_item_from_record(r, i, f"{path}: record {i}") for i, r in enumerate(records)]
     else:
         items = []

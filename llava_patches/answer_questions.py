@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from data_recipes.dataset_io import atomic_write_text
 from data_recipes.questions import exact_match
 from llava_patches.loader import load_pretrained_model
 from llava_patches.predict import answer, load_image
@@ -68,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prediction = answer(tokenizer, model, image_processor, image, q["question"], args.conv_mode, args.max_new_tokens)
         results.append({**q, "prediction": prediction, "correct": exact_match(prediction, q["answer"])})
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "answers.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+    atomic_write_text(args.out / "answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     summary = score(results)
-    (args.out / "score.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(args.out / "score.json", json.dumps(summary, indent=2) + "\n")
     print(f"exact match {summary['all']['accuracy']:.3f} on {summary['all']['n']} questions")
     return 0
 

@@ -26,9 +26,14 @@ from llava_patches.save import TOWER_SUBDIR, TOWER_SUBDIR_KEY, gathered, save_to
 
 def unfreeze_tower(model: Any) -> torch.nn.Module:
     """Make the model's vision tower trainable in the dtype of the language model's parameters."""
+    from mmclip_plugin.tower import MMCLIPVisionTower
+
     tower = model.get_vision_tower()
-    if tower is None or not getattr(tower, "is_loaded", False):
-        raise ValueError("--unfreeze_mm_vision_tower True needs a loaded vision tower (pass --vision_tower)")
+    if not isinstance(tower, MMCLIPVisionTower) or not tower.is_loaded:
+        raise ValueError(
+            f"--unfreeze_mm_vision_tower True needs a loaded MMCLIP tower (--vision_tower mmclip:<dir>), got "
+            f"{type(tower).__name__}: only an MMCLIP tower can be saved with the checkpoint and restored on reload"
+        )
     tower.to(dtype=model.get_input_embeddings().weight.dtype)
     tower.requires_grad_(True)
     return tower
@@ -82,6 +87,12 @@ def make_trainer_class(base: type, extra: ExtraArguments) -> type:
                         "--unfreeze_mm_vision_tower True cannot be combined with --tune_mm_mlp_adapter True: "
                         "stage 1 saves only mm_projector.bin, so a trained tower would be lost; "
                         "unfreeze it in stage 2"
+                    )
+                if getattr(self.args, "lora_enable", False):
+                    raise ValueError(
+                        "--unfreeze_mm_vision_tower True cannot be combined with --lora_enable True: upstream's "
+                        "LoRA save writes non_lora_trainables.bin, which its loader applies before the tower is "
+                        "loaded, so a trained tower would be lost on reload"
                     )
                 self.mmclip_tower = unfreeze_tower(self.model)
 

@@ -59,7 +59,7 @@ def plot_results(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLi
     right.set_xticks(xt, types, rotation=45, ha="right", fontsize=8)
     right.set_ylim(0, 1)
     right.set_title("caption -> image, pairwise, per perturbation type")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,13 @@ def load_visual(checkpoint: str | os.PathLike, device: str | torch.device = "cpu
         visual.load_state_dict(state, strict=True, assign=on_meta)
     except RuntimeError as exc:
         raise ValueError(f"{weights} does not match the architecture in {path / OPEN_CLIP_CONFIG}: {exc}") from exc
-    if any(t.is_meta for t in (*visual.parameters(), *visual.buffers())):
+    if any(p.is_meta for p in visual.parameters()):
+        raise RuntimeError(
+            f"loading {path} produced meta (empty) weights: it ran inside an empty-weights context such as "
+            f"accelerate.init_empty_weights (from_pretrained with low_cpu_mem_usage=True); build the tower "
+            f"with delay_load=True and call load_model() after the model is built"
+        )
+    if any(b.is_meta for b in visual.buffers()):
         visual = build()  # non-persistent buffers are not in the file: initialise normally, then load
         visual.load_state_dict(state, strict=True)
     _disable_patch_dropout(visual)

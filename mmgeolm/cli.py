@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from mmgeolm.pipeline import build_stages
+from mmgeolm.pipeline import STAGE_NAMES, build_stages
 from mmgeolm.recipe import RecipeError, load_recipe
-from mmgeolm.stages import StageError, run_stages, select
+from mmgeolm.stages import StageError, missing_before, run_stages, select
 
 SHIPPED_RECIPES = Path(__file__).parent / "recipes"
 
@@ -30,7 +30,12 @@ def _recipe_path(value: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmgeolm", description="From a recipe to a trained, evaluated MMGeoLM.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run (or resume) the pipeline of a recipe")
+    run = sub.add_parser(
+        "run", help="run (or resume) the pipeline of a recipe",
+        description="Run the stages " + " -> ".join(STAGE_NAMES) + "; each writes into OUT/<stage>/ with its "
+                    "log and a DONE.json marker; a re-run skips finished stages and resumes the rest.",
+        epilog="example: mmgeolm run demo-cpu --out runs/demo",
+    )
     run.add_argument("recipe", help=f"pipeline recipe YAML, or a shipped name ({', '.join(p.stem for p in sorted(SHIPPED_RECIPES.glob('*.yaml')))})")
     run.add_argument("--out", required=True, type=Path, help="run directory (re-running resumes it)")
     run.add_argument("--from", dest="start", default=None, metavar="STAGE", help="first stage to run")
@@ -38,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         recipe = load_recipe(_recipe_path(args.recipe))
-        stages = select(build_stages(recipe, args.out), args.start, args.until)
+        all_stages = build_stages(recipe, args.out)
+        stages = select(all_stages, args.start, args.until)
+        missing = missing_before(args.out, all_stages, args.start)
+        if missing:
+            raise ValueError(f"--from {args.start}: earlier stage(s) {', '.join(missing)} have not finished in "
+                             f"{args.out} (no DONE.json); run them first or start from {missing[0]}")
     except (RecipeError, ValueError) as exc:
         print(f"mmgeolm: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 from mmgeolm.recipe import LlavaStage, PipelineRecipe
 from mmgeolm.stages import Stage, python_module
 
@@ -22,6 +24,24 @@ STAGE_NAMES = (
 def dataset_dir(run: Path) -> Path:
     """Where the data stage builds the data set (its stage folder also holds the log and DONE marker)."""
     return run / "data" / "dataset"
+
+
+def starting_model(recipe: PipelineRecipe) -> str:
+    """``mmclip-eval``'s name for the weights MMCLIP training started from: ``none:<model>[:<pretrained>]``.
+
+    Read from the MMCLIP config and its ``model.name`` / ``model.pretrained`` overrides, so the evaluation
+    compares the trained encoder with the very encoder it was fine-tuned from.
+    """
+    config = yaml.safe_load(Path(recipe.mmclip.config).read_text()) or {}
+    model = dict(config.get("model") or {})
+    for override in recipe.mmclip.overrides:
+        key, _, value = override.partition("=")
+        if key in ("model.name", "model.pretrained"):
+            model[key.split(".")[1]] = yaml.safe_load(value)
+    if not model.get("name"):
+        raise ValueError(f"{recipe.mmclip.config}: key 'model.name' is missing; expected an open_clip model name")
+    pretrained = model.get("pretrained")
+    return f"none:{model['name']}" + (f":{pretrained}" if pretrained else "")
 
 
 def _console(name: str) -> str:
@@ -44,7 +64,9 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
         "--image_aspect_ratio", "pad",
         "--output_dir", str(out),
         "--max_steps", str(stage.max_steps),
+        "--num_train_epochs", str(stage.epochs),
         "--per_device_train_batch_size", str(stage.batch_size),
+        "--gradient_accumulation_steps", str(stage.grad_accum),
         "--learning_rate", str(stage.learning_rate),
         "--weight_decay", "0.0",
         "--warmup_ratio", "0.03",
@@ -62,8 +84,8 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
     else:
         args += ["--version", llava.version,
                  "--pretrain_mm_mlp_adapter", str(run / "llava_stage1" / "model" / "mm_projector.bin")]
-    if llava.deepspeed:
-        args += ["--deepspeed", llava.deepspeed]
+    if stage.deepspeed or llava.deepspeed:
+        args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
     cpu = llava.llm == "tiny"
     args += ["--bf16", "False", "--fp16", "False", "--use_cpu", "True"] if cpu else ["--bf16", "True"]
     return args + llava.extra_args + stage.extra_args
@@ -82,7 +104,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return [cmd]
 
     def mmclip(folder: Path) -> list[list[str]]:
-        cmd = [_console("mmclip-train"), recipe.mmclip.config, f"data.train={data_dir}",
+        launch = [*recipe.mmclip.launcher, "mmclip_plugin.cli"] if recipe.mmclip.launcher else [_console("mmclip-train")]
+        cmd = [*launch, recipe.mmclip.config, f"data.train={data_dir}",
                f"output_dir={mmclip_dir}", f"seed={recipe.seed}", *recipe.mmclip.overrides]
         if any((mmclip_dir / "checkpoints").glob("step_*")):
             cmd += ["--resume", "latest"]
@@ -92,8 +115,9 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return [[_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder)]]
 
     def evaluate(folder: Path) -> list[list[str]]:
-        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), "--data", str(data_dir),
-                 "--split", "val", "--out", str(folder / "eval.json"), "--plot", str(folder / "eval.png")]]
+        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), starting_model(recipe),
+                 "--data", str(data_dir), "--split", "val", "--out", str(folder / "eval.json"),
+                 "--plot", str(folder / "eval.png")]]
 
     def llava_data(folder: Path) -> list[list[str]]:
         cmds = [python_module("mmgeolm.tasks", "llava-data", "--data", data_dir, "--out", folder,
@@ -105,8 +129,10 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
 
     def llava_stage(stage: LlavaStage, stage1: bool):
         def commands(folder: Path) -> list[list[str]]:
-            return [python_module("llava_patches.train",
-                                  *_llava_train_args(recipe, run, stage, folder / "model", stage1))]
+            args = _llava_train_args(recipe, run, stage, folder / "model", stage1)
+            if recipe.llava.launcher:
+                return [[*recipe.llava.launcher, recipe.llava.entry, *args]]
+            return [python_module(recipe.llava.entry, *args)]
         return commands
 
     def answers(folder: Path) -> list[list[str]]:

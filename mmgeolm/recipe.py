@@ -47,10 +47,35 @@ class DataSection:
     workers: int = 2
 
 
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise RecipeError(f"key {key!r}: expected {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 @dataclass
 class MMCLIPSection:
+    """MMCLIP training: an ``mmclip-train`` config (file or shipped name) and ``key=value`` overrides.
+
+    ``launcher`` prefixes the command for several processes, e.g. ``[torchrun, --nproc_per_node, "8", -m]``
+    (the module ``mmclip_plugin.cli`` follows); empty: the ``mmclip-train`` console script.
+    """
+
     config: str = "tiny-cpu"
     overrides: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(_str_list(self.overrides) and all("=" in o for o in self.overrides), "overrides",
+               "a list of key=value strings", self.overrides)
+        _check(_str_list(self.launcher), "launcher", "a list of strings", self.launcher)
 
 
 @dataclass
@@ -66,10 +91,26 @@ class AblationSection:
 
 @dataclass
 class LlavaStage:
+    """One LLaVA training stage. ``max_steps: -1`` trains ``epochs`` passes instead (HF semantics)."""
+
     max_steps: int = 50
+    epochs: float = 1.0
     learning_rate: float = 1e-3
     batch_size: int = 8
+    grad_accum: int = 1
+    deepspeed: str | None = None  # this stage's DeepSpeed config (file or zero2/zero3); default: the section's
     extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.max_steps) and (self.max_steps > 0 or self.max_steps == -1), "max_steps",
+               "a positive integer, or -1 for epochs", self.max_steps)
+        _check(isinstance(self.epochs, (int, float)) and self.epochs > 0, "epochs", "a positive number", self.epochs)
+        _check(isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0, "learning_rate",
+               "a positive number", self.learning_rate)
+        for key in ("batch_size", "grad_accum"):
+            value = getattr(self, key)
+            _check(_is_int(value) and value > 0, key, "a positive integer", value)
+        _check(_str_list(self.extra_args), "extra_args", "a list of strings", self.extra_args)
 
 
 @dataclass
@@ -78,6 +119,8 @@ class LlavaSection:
     llm: str = "tiny"  # "tiny": a small random Llama built locally; else a model path or hub name
     version: str = "v1"
     deepspeed: str | None = None
+    launcher: list[str] = field(default_factory=list)  # e.g. [deepspeed, --hostfile, hosts, --module]
+    entry: str = "llava_patches.train"
     max_length: int = 256
     stage1: LlavaStage = field(default_factory=LlavaStage)
     stage2: LlavaStage = field(default_factory=lambda: LlavaStage(learning_rate=2e-4))
@@ -121,7 +164,10 @@ def _build(cls: type, values: Any, where: str) -> Any:
         if hasattr(default, "__dataclass_fields__"):
             value = _build(type(default), value, f"{where}.{name}")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
 
 
 def load_recipe(path: str | Path) -> PipelineRecipe:
@@ -141,6 +187,10 @@ def load_recipe(path: str | Path) -> PipelineRecipe:
         recipe.ablation.recipe = _shipped("mmclip", recipe.ablation.recipe, base, f"{path}: ablation.recipe")
     if recipe.llava.deepspeed:
         recipe.llava.deepspeed = _shipped("zero", recipe.llava.deepspeed, base, f"{path}: llava.deepspeed")
+    for name in ("stage1", "stage2"):
+        stage = getattr(recipe.llava, name)
+        if stage.deepspeed:
+            stage.deepspeed = _shipped("zero", stage.deepspeed, base, f"{path}: llava.{name}.deepspeed")
     for key, value in (("data.workers", recipe.data.workers), ("questions.num", recipe.questions.num)):
         if not isinstance(value, int) or value < 1:
             raise RecipeError(f"{path}: {key} must be a positive integer, got {value!r}")

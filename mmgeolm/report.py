@@ -1,16 +1,19 @@
 """``python -m mmgeolm.report RUN_DIR``: ``report.md`` and ``report.html`` with the run's figures.
 
-Everything in the report is read from the run's own outputs (manifest, metrics, evaluation JSON,
-LLaVA trainer state, scored answers), so its numbers are the numbers of that run.
+Everything in the report is read from the run's own outputs (data manifest, MMCLIP metrics, evaluation
+JSON, ablation table, LLaVA trainer states, scored answers, stage DONE markers), so its numbers are the
+numbers of that run. Sections whose stage did not run are left out; a partial run still gets a report.
 """
 from __future__ import annotations
 
 import argparse
-import html
 import json
+import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,60 +21,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mmgeolm.report_html import markdown_to_html  # noqa: E402
+
+STAGES = ("data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report")
+
 
 def _dataset(run: Path) -> Path:
     """The data set a run built (``mmgeolm.pipeline.dataset_dir``; not imported to keep this module light)."""
     return run / "data" / "dataset"
 
 
-def _read_json(path: Path) -> dict | list | None:
+def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _llava_losses(run: Path) -> dict[str, list[tuple[int, float]]]:
-    curves = {}
-    for stage in ("llava_stage1", "llava_stage2"):
-        state = _read_json(run / stage / "model" / "trainer_state.json")
-        if state:
-            curves[stage] = [(e["step"], e["loss"]) for e in state.get("log_history", []) if "loss" in e]
-    return curves
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_llava_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path | None:
-    if not curves:
-        return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.2), squeeze=False)
-    for ax, (stage, points) in zip(axes[0], curves.items()):
-        ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.5)
-        ax.set_title(stage.replace("_", " "))
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_answers(run: Path, answers: list[dict], path: Path, n: int = 8) -> Path | None:
-    """A grid of held-out diagrams with the question, the model's answer and the truth."""
-    if not answers:
-        return None
-    shown = answers[:n]
-    cols = 4
-    rows = (len(shown) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, a in zip(axes.flat, shown):
-        ax.imshow(Image.open(_dataset(run) / a["image"]).convert("RGB"))
-        mark = "✓" if a["correct"] else "✗"
-        ax.set_title(f"{a['question'][:60]}\nmodel: {a['prediction'][:30]!r}  truth: {a['answer']} {mark}",
-                     fontsize=8, color="green" if a["correct"] else "firebrick")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -80,90 +51,290 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
 
 
-def build_report(run: Path) -> Path:
-    """Write ``run/report/report.md`` and ``report.html``; returns the markdown path."""
-    out = run / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
-    md: list[str] = [f"# MMGeoLM run report: `{run.name}`", ""]
+def _save(fig: Any, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
-    manifest = _read_json(_dataset(run) / "manifest.json") or {}
-    md += ["## Data", ""]
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _llava_losses(run: Path) -> dict[str, list[tuple[int, float]]]:
+    curves = {}
+    for stage in ("llava_stage1", "llava_stage2"):
+        state = _read_json(run / stage / "model" / "trainer_state.json")
+        if state:
+            points = [(e["step"], e["loss"]) for e in state.get("log_history", []) if "loss" in e]
+            if points:
+                curves[stage] = points
+    return curves
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_llava_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path | None:
+    """One panel per LLaVA stage: the logged loss and its moving average."""
+    if not curves:
+        return None
+    titles = {"llava_stage1": "stage 1: projector pretraining (captions)",
+              "llava_stage2": "stage 2: instruction tuning (captions + questions)"}
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.4), squeeze=False)
+    for ax, (stage, points) in zip(axes[0], curves.items()):
+        steps, losses = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(steps, losses, lw=1, alpha=0.35, color="tab:blue", label="loss")
+        ax.plot(steps, _smooth(losses, max(1, len(losses) // 10)), lw=2, color="tab:blue", label="moving average")
+        ax.set_title(titles.get(stage, stage), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_mmclip_metrics(history: list[dict], path: Path) -> Path | None:
+    """MMCLIP training: the loss terms (left) and the training-batch hard-negative accuracies (right)."""
+    if not history:
+        return None
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for key in ("loss", "in_batch", "image_negatives", "text_negatives"):
+        if any(key in h for h in history):
+            left.plot(steps, [h.get(key, float("nan")) for h in history], lw=2 if key == "loss" else 1, label=key)
+    left.set_title("MMCLIP loss (total and per term)", fontsize=10)
+    for key, label in (("t2i_hard_acc", "caption → image among its image negatives"),
+                       ("i2t_hard_acc", "image → caption among its caption negatives")):
+        if any(key in h for h in history):
+            right.plot(steps, [h.get(key, float("nan")) for h in history], lw=1.5, label=label)
+    top = max((h.get("loss", 0.0) for h in history), default=1.0)
+    left.set_ylim(0, 1.45 * top)  # headroom for the legend above the curves
+    left.legend(fontsize=8, loc="upper right", ncol=2)
+    right.set_ylim(0, 1)
+    right.set_title("hard-negative accuracy on training batches", fontsize=10)
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join([*lines, line])
+
+
+def pick_answers(answers: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` answers mixing right and wrong ones and question kinds, in file order."""
+    right = [a for a in answers if a.get("correct")]
+    wrong = [a for a in answers if not a.get("correct")]
+    half = min(len(right), max(n // 2, n - len(wrong)))
+    chosen = {id(a) for a in right[:half] + wrong[: n - half]}
+    return [a for a in answers if id(a) in chosen]
+
+
+def plot_answers(image_root: Path, answers: list[dict], path: Path, n: int = 8) -> Path | None:
+    """A grid of held-out diagrams with the question, the model's answer and the truth."""
+    shown = pick_answers(answers, n)
+    if not shown:
+        return None
+    cols = min(4, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, a in zip(axes.flat, shown):
+        ax.imshow(Image.open(image_root / a["image"]).convert("RGB"))
+        question = a["question"].replace(" Answer with one word.", "").replace(" Answer with a number.", "")
+        question = question.replace(" Answer yes or no.", "")
+        verdict = "right" if a["correct"] else "wrong"
+        ax.set_title(f"{_wrap(question, 34)}\nmodel: {a['prediction'][:24]!r}   truth: {a['answer']!r}\n({verdict})",
+                     fontsize=8.5, color="darkgreen" if a["correct"] else "firebrick")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _data_section(run: Path, rel: Any) -> list[str]:
+    manifest = _read_json(_dataset(run) / "manifest.json")
+    if not manifest:
+        return []
     counts = manifest.get("counts", {})
-    if counts:
-        md += [f"Built data set: `{json.dumps(counts)[:400]}`", ""]
-    if (_dataset(run) / "contact_sheet.png").is_file():
-        md += ["Each row: a positive diagram (green) beside its image hard negatives (red), labelled with the perturbation.",
-               "", f"![contact sheet]({rel(_dataset(run) / 'contact_sheet.png')})", ""]
+    md = ["## Data", ""]
+    md += [_table([["positives", "image negatives", "train / val", "families", "perturbation types"],
+                   [str(counts.get("accepted", "?")), str(counts.get("negatives", "?")),
+                    " / ".join(str(counts.get("by_split", {}).get(k, 0)) for k in ("train", "val")),
+                    str(len(counts.get("by_family", {}))), str(len(counts.get("by_perturbation", {})))]]), ""]
+    text = manifest.get("text_negatives", {}).get("counts")
+    if text:
+        md += ["Caption negatives: " + ", ".join(f"{k} {v}" for k, v in text.items()) + ".", ""]
+    sheet = _dataset(run) / "contact_sheet.png"
+    if sheet.is_file():
+        md += ["Each row: a positive diagram (green) beside its image hard negatives (red), each labelled with its "
+               "perturbation and the facts it removed (−) or added (+).", "", f"![contact sheet]({rel(sheet)})", ""]
+    return md
 
-    md += ["## MMCLIP training", ""]
-    if (run / "mmclip" / "loss_curve.png").is_file():
-        md += [f"![MMCLIP loss]({rel(run / 'mmclip' / 'loss_curve.png')})", ""]
+
+def training_history(lines: list[dict]) -> list[dict]:
+    """Metric lines by step, the last line of each step winning: a resumed or restarted training appends
+    to ``metrics.jsonl`` and logs some steps again."""
+    by_step = {line["step"]: line for line in lines if isinstance(line.get("step"), int) and "loss" in line}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _mmclip_section(run: Path, out: Path, rel: Any) -> list[str]:
+    history = training_history(_read_jsonl(run / "mmclip" / "metrics.jsonl"))
+    if not history:
+        return []
+    last = history[-1]
+    md = ["## MMCLIP training", "",
+          f"{last['step']} steps; last logged loss {last['loss']:.3f} (first {history[0]['loss']:.3f}).", ""]
+    if plot_mmclip_metrics(history, out / "mmclip_training.png"):
+        md += ["![MMCLIP training](mmclip_training.png)", ""]
+    return md
+
+
+def _eval_section(run: Path, rel: Any) -> list[str]:
     evaluation = _read_json(run / "eval" / "eval.json")
-    if isinstance(evaluation, dict):
-        result = evaluation if "i2t_hard_acc" in evaluation else next(iter(evaluation.values()), {})
-        md += ["## MMCLIP evaluation (held-out split)", "",
-               _table([["metric", "value"],
-                       ["image → caption among its hard negatives (i2t_hard_acc)", f"{result.get('i2t_hard_acc', float('nan')):.3f}"],
-                       ["caption → image among its hard negatives (t2i_hard_acc)", f"{result.get('t2i_hard_acc', float('nan')):.3f}"]]),
-               ""]
-        if (run / "eval" / "eval.png").is_file():
-            md += [f"![per-type accuracy]({rel(run / 'eval' / 'eval.png')})", ""]
-    if (run / "ablation" / "ablation.md").is_file():
-        md += ["## Ablation", "", (run / "ablation" / "ablation.md").read_text(), ""]
-        if (run / "ablation" / "ablation.png").is_file():
-            md += [f"![ablation]({rel(run / 'ablation' / 'ablation.png')})", ""]
+    if not isinstance(evaluation, dict) or not evaluation:
+        return []
+    results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
+    first = next(iter(results.values()))
+    chance = first.get("chance", {})
+    rows = [["metric", *results, "chance"]]
+    for key, label in (("t2i_hard_acc", "caption → image among its image hard negatives"),
+                       ("i2t_hard_acc", "image → caption among its caption hard negatives")):
+        rows.append([label, *(_pct(r.get(key)) for r in results.values()), _pct(chance.get(key))])
+    for key, label in (("t2i_r1", "caption → image R@1 over the split"), ("i2t_r1", "image → caption R@1 over the split")):
+        rows.append([label, *(_pct(r.get("retrieval", {}).get(key)) for r in results.values()), _pct(chance.get("r1"))])
+    n = first.get("counts", {}).get("samples", "?")
+    md = ["## MMCLIP evaluation (held-out val split)", "",
+          f"{n} held-out positives with their hard negatives; the trained encoder beside its starting weights.", "",
+          _table(rows), ""]
+    if (run / "eval" / "eval.png").is_file():
+        md += ["Per perturbation type: how often the caption scores its own image above a negative of that type "
+               "(pairwise, chance 50%).", "", f"![per-type accuracy]({rel(run / 'eval' / 'eval.png')})", ""]
+    return md
 
-    curves = _llava_losses(run)
-    if plot_llava_losses(curves, out / "llava_loss.png"):
-        md += ["## LLaVA training", "", "![LLaVA losses](llava_loss.png)", ""]
+
+def _ablation_section(run: Path, rel: Any) -> list[str]:
+    table = run / "ablation" / "ablation.md"
+    if not table.is_file():
+        return []
+    md = ["## Ablation: which negatives help", "", table.read_text().strip(), ""]
+    if (run / "ablation" / "ablation.png").is_file():
+        md += [f"![ablation]({rel(run / 'ablation' / 'ablation.png')})", ""]
+    return md
+
+
+def majority_baseline(answers: list[dict]) -> float | None:
+    """Exact match of a blind guesser that gives each question kind its most common true answer."""
+    if not answers:
+        return None
+    by_kind: dict[str, Counter] = {}
+    for a in answers:
+        by_kind.setdefault(a.get("kind", "all"), Counter())[a["answer"]] += 1
+    return sum(c.most_common(1)[0][1] for c in by_kind.values()) / len(answers)
+
+
+def _answers_section(run: Path, out: Path) -> list[str]:
+    score = _read_json(run / "answers" / "score.json")
+    if not isinstance(score, dict) or "all" not in score:
+        return []
+    rows = [["questions", "n", "exact match"]]
+    rows += [[k, str(v["n"]), _pct(v["accuracy"])] for k, v in score.items()]
+    md = ["## Held-out geometry questions", "",
+          "Questions about diagrams of the val split (never seen in training) whose answers follow from the "
+          "diagram's facts; a \"no\" question is asked on the hard negative that removed the fact.", "",
+          _table(rows), ""]
+    answers = _read_jsonl(run / "answers" / "answers.jsonl")
+    blind = majority_baseline(answers)
+    if blind is not None:
+        md += [f"For reference, a blind guess (each question kind's most common answer, without looking at the "
+               f"picture) scores {_pct(blind)} on these questions.", ""]
+    if plot_answers(_dataset(run), answers, out / "answers.png"):
+        md += ["![answers](answers.png)", ""]
+    return md
+
+
+def _timings(run: Path) -> list[str]:
+    rows = [["stage", "wall time", "CPU time"]]
+    total = 0.0
+    for stage in STAGES:
+        done = _read_json(run / stage / "DONE.json")
+        if done:
+            total += done.get("seconds", 0.0)
+            cpu = done.get("cpu_seconds")
+            rows.append([stage, f"{done.get('seconds', 0):.0f} s", "n/a" if cpu is None else f"{cpu:.0f} s"])
+    if len(rows) == 1:
+        return []
+    rows.append(["total", f"{total:.0f} s", ""])
+    return ["## Stage times", "", _table(rows), "",
+            "CPU time counts the processes each stage waited for; worker processes started by a fork server "
+            "(the data builder's) may be missing from it.", ""]
+
+
+def _headline(run: Path) -> list[str]:
+    lines = []
     score = _read_json(run / "answers" / "score.json")
     if isinstance(score, dict) and "all" in score:
-        md += ["## Held-out geometry questions (exact match)", "",
-               _table([["questions", "n", "accuracy"]] + [[k, str(v["n"]), f"{v['accuracy']:.3f}"] for k, v in score.items()]),
-               ""]
-        answers_path = run / "answers" / "answers.jsonl"
-        answers = [json.loads(line) for line in answers_path.read_text().splitlines()] if answers_path.is_file() else []
-        if plot_answers(run, answers, out / "answers.png"):
-            md += ["![answers](answers.png)", ""]
+        lines.append(f"- **Held-out questions, exact match: {_pct(score['all']['accuracy'])}** "
+                     f"({score['all']['n']} questions).")
+    evaluation = _read_json(run / "eval" / "eval.json")
+    if isinstance(evaluation, dict) and evaluation:
+        results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
+        (name, first), *others = results.items()
+        chance = first.get("chance", {}).get("t2i_hard_acc")
+        start = "".join(f"; {n}: {_pct(r.get('t2i_hard_acc'))}" for n, r in others)
+        lines.append(f"- **MMCLIP caption → image among hard negatives: {_pct(first.get('t2i_hard_acc'))}** "
+                     f"({name}{start}; chance {_pct(chance)}).")
+    return [*lines, ""] if lines else []
 
+
+def build_report(run: Path) -> Path:
+    """Write ``run/report/report.md`` and ``report.html``; returns the markdown path."""
+    run = Path(run)
+    out = run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, out)
+
+    md: list[str] = [f"# MMGeoLM run report: `{run.resolve().name}`", ""]
+    md += _headline(run)
+    md += _data_section(run, rel)
+    md += _mmclip_section(run, out, rel)
+    md += _eval_section(run, rel)
+    md += _ablation_section(run, rel)
+    if plot_llava_losses(_llava_losses(run), out / "llava_loss.png"):
+        md += ["## LLaVA training", "", "![LLaVA losses](llava_loss.png)", ""]
+    md += _answers_section(run, out)
+    md += _timings(run)
     text = "\n".join(md)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(_markdown_to_html(text, run.name))
+    for name, content in (("report.md", text), ("report.html", markdown_to_html(text, run.resolve().name))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, out / name)
     return out / "report.md"
-
-
-def _markdown_to_html(text: str, title: str) -> str:
-    """The few markdown forms the report uses (headings, images, tables, paragraphs) as static HTML."""
-    body: list[str] = []
-    table: list[list[str]] = []
-
-    def flush() -> None:
-        if table:
-            head, *rows = table
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                        + "</table>")
-            table.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("!["):
-            alt, src = line[2:].split("](", 1)
-            body.append(f'<p><img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}" style="max-width:100%"></p>')
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -53,8 +54,23 @@ def select(stages: Sequence[Stage], start: str | None = None, until: str | None 
     return list(stages[lo : hi + 1])
 
 
+def missing_before(run_dir: Path, stages: Sequence[Stage], start: str | None) -> list[str]:
+    """Enabled stages before ``start`` that have not finished: a ``--from`` run would read their outputs."""
+    if start is None:
+        return []
+    names = [s.name for s in stages]
+    before = stages[: names.index(start)] if start in names else []
+    return [s.name for s in before if s.enabled and not is_done(run_dir, s)]
+
+
 def is_done(run_dir: Path, stage: Stage) -> bool:
     return (run_dir / stage.name / DONE).is_file()
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of all finished child processes (theirs and their own children's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _write_json_atomic(path: Path, obj: object) -> None:
@@ -70,6 +86,7 @@ def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) 
     log_path = folder / LOG
     env = {**os.environ, **stage.env}
     start = time.time()
+    cpu_start = _children_cpu()
     commands = [list(map(str, c)) for c in stage.commands(folder)]
     with open(log_path, "a", encoding="utf-8") as log:
         for argv in commands:
@@ -89,8 +106,10 @@ def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) 
                     + f"\nfull log: {log_path}"
                 )
     seconds = time.time() - start
-    _write_json_atomic(folder / DONE, {"stage": stage.name, "commands": commands, "seconds": round(seconds, 1)})
-    echo(f"[mmgeolm] {stage.name}: done in {seconds:.0f}s")
+    cpu = _children_cpu() - cpu_start
+    _write_json_atomic(folder / DONE, {"stage": stage.name, "commands": commands, "seconds": round(seconds, 1),
+                                       "cpu_seconds": round(cpu, 1)})
+    echo(f"[mmgeolm] {stage.name}: done in {seconds:.0f}s (CPU {cpu:.0f}s)")
     return seconds
 
 

@@ -326,3 +326,12 @@ def test_build_dataset_refuses_bad_shard_and_other_builds(reference):
     with pytest.raises(BuildRefused, match="shard: \\[0, 1\\] != \\[1, 2\\]"):
         build_dataset(load_recipe(TINY), reference, shard=Shard(1, 2))
 
+
+
+def test_contact_sheet_rows_show_each_family_first():
+    from data_recipes.contact_sheet import choose_rows
+
+    records = [{"id": str(i), "index": i, "family": "ab"[i >= 4], "negatives": [{}] if i != 1 else []} for i in range(8)]
+    assert [r["index"] for r in choose_rows(records, 2)] == [0, 4]
+    assert [r["index"] for r in choose_rows(records, 4)] == [0, 2, 3, 4]
+    assert all(r["negatives"] for r in choose_rows(records, 8))

@@ -13,6 +13,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModel, CLIPVisionModelWit
 
 from mmclip_plugin.export import EXPORT_INFO, export_hf_clip, main
 from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.protocol import ImageProcessorProtocol, VisionTowerProtocol
 from mmclip_plugin.tower import MMCLIPVisionTower
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -86,6 +87,10 @@ def test_upstream_llava_tower_on_the_export_matches_ours(exported):
     upstream = clip_encoder.CLIPVisionTower(str(out), args)
     ours = MMCLIPVisionTower(f"mmclip:{ckpt}", args)
     assert (upstream.hidden_size, upstream.num_patches) == (ours.hidden_size, ours.num_patches)
+    # the Protocol is upstream's contract: upstream's own tower has every member but LLaVA-NeXT's image_size
+    members = {n for n in vars(VisionTowerProtocol) if not n.startswith("_")} | set(VisionTowerProtocol.__annotations__)
+    assert sorted(m for m in members if not hasattr(upstream, m)) == ["image_size"]
+    assert isinstance(upstream.image_processor, ImageProcessorProtocol)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8))  # square: both crops agree
     up_pixels = upstream.image_processor.preprocess(image, return_tensors="pt")["pixel_values"]

@@ -94,3 +94,15 @@ def test_quadrilateral_geometry_of_generated_squares():
         sides = [g.dist(P[i], P[(i + 1) % 4]) for i in range(4)]
         assert max(sides) - min(sides) < 1e-9
         assert all(abs(g.angle_at(P[i - 1], P[i], P[(i + 1) % 4]) - 90) < 1e-9 for i in range(4))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_many_seeds_with_negatives(family):
+    from data_recipes.engine import candidate_negatives
+
+    for seed in range(100, 150):
+        d = generate_diagram(family, np.random.default_rng(seed))
+        assert check_facts(d.scene, d.facts) == [] and false_marks(d.scene) == [] and scale_errors(d.scene) == []
+        for n in candidate_negatives(d, np.random.default_rng(seed)):
+            assert check_facts(n.diagram.scene, n.diagram.facts) == [] and false_marks(n.diagram.scene) == []

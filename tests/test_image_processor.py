@@ -60,11 +60,16 @@ def test_plain_hf_processor_differs_only_by_the_crop_rounding():
     assert (_ours(hf, odd) - reference(odd)).abs().max() > 0.1
 
 
-def test_processor_matches_the_checkpoint_model(tmp_path):
+def test_tower_processor_matches_the_checkpoint_models_preprocess_val(tmp_path):
+    """End to end: the processor a tower builds from a saved checkpoint vs MMCLIPModel.preprocess_val."""
+    from types import SimpleNamespace
+
     from mmclip_plugin.model import ModelConfig, create_model
+    from mmclip_plugin.tower import MMCLIPVisionTower
 
     model = create_model(ModelConfig(name="mmclip-tiny-vit"))
-    processor = build_image_processor(model.preprocess_cfg)
+    ckpt = model.save_pretrained(tmp_path / "ckpt")
+    processor = MMCLIPVisionTower(f"mmclip:{ckpt}", SimpleNamespace(mm_vision_select_layer=-2)).image_processor
     for size in [(90, 64), (64, 90), (65, 65)]:
         image = _image(*size, seed=4)
         torch.testing.assert_close(_ours(processor, image), model.preprocess_val(image), atol=1e-5, rtol=0)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -132,6 +133,34 @@ def stage2(ws) -> Path:
     return out
 
 
+@pytest.mark.parametrize("version", ["v1", "plain"])
+def test_the_test_tokenizer_gets_upstream_label_masking_right(tmp_path, version, capsys):
+    """Guard of the harness itself: upstream masks everything but the answer, and prints no mismatch."""
+    import copy
+
+    import llava.train.train as upstream
+    from llava import conversation
+    from llava_fixtures import build_tokenizer
+    from transformers import AutoTokenizer
+
+    build_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "tok"), use_fast=False, model_max_length=128)
+    tokenizer.pad_token = tokenizer.unk_token  # what upstream train() does for v1 / plain
+    data, _ = build_diagram_dataset(tmp_path / "data", n=4)
+    saved = conversation.default_conversation
+    conversation.default_conversation = conversation.conv_templates[version]
+    try:
+        for record in json.loads(data.read_text()):
+            data_args = SimpleNamespace(is_multimodal=True, mm_use_im_start_end=False)
+            sources = upstream.preprocess_multimodal(copy.deepcopy([record["conversations"]]), data_args)
+            labels = upstream.preprocess(sources, tokenizer, has_image=True)["labels"][0]
+            kept = tokenizer.decode([t for t in labels.tolist() if t != upstream.IGNORE_INDEX])
+            assert kept.replace("</s>", "").strip() == record["conversations"][1]["value"]
+    finally:
+        conversation.default_conversation = saved
+    assert "mismatch" not in capsys.readouterr().out
+
+
 def test_stage1_trains_only_the_projector(ws):
     out = ws["stage1"]
     _assert_learning(out)
@@ -193,11 +222,17 @@ def test_stage2_zero2_with_unfrozen_tower_saves_and_restores_it(ws, tmp_path):
         assert torch.equal(value, trained[key]), key
 
 
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m"],
+    "deepspeed": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--master_port", "29731", "--module"],
+}
+
+
 @pytest.mark.slow
-def test_stage2_under_torchrun_with_zero2(ws):
-    out = ws["root"] / "llava-torchrun"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m"]
-    _train(ws, out, "--deepspeed", str(ZERO2), "--save_strategy", "no", stage=2, launcher=launcher)
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_stage2_under_a_launcher_with_zero2(ws, launcher):
+    out = ws["root"] / f"llava-{launcher}"
+    _train(ws, out, "--deepspeed", str(ZERO2), "--save_strategy", "no", stage=2, launcher=LAUNCHERS[launcher])
     _assert_learning(out)
     assert (out / "model.safetensors").is_file()
 

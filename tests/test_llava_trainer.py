@@ -160,13 +160,14 @@ def test_unfrozen_tower_gets_its_own_lr_groups_and_every_parameter_appears_once(
     assert decays == {0.0, 0.1}
 
 
-def test_unfreezing_in_stage_one_is_refused(tiny_llava, tmp_path):
+@pytest.mark.parametrize(("flag", "match"), [("tune_mm_mlp_adapter", "stage 1"), ("lora_enable", "lora_enable")])
+def test_unfreezing_where_the_tower_could_not_be_saved_is_refused(tiny_llava, tmp_path, flag, match):
     import llava.train.train as upstream
 
     training_args = upstream.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    training_args.tune_mm_mlp_adapter = True
+    setattr(training_args, flag, True)
     with training_patches(ExtraArguments(unfreeze_mm_vision_tower=True)):
-        with pytest.raises(ValueError, match="stage 1"):
+        with pytest.raises(ValueError, match=match):
             upstream.LLaVATrainer(model=tiny_llava, args=training_args)
     assert upstream.LLaVATrainer.__name__ == "LLaVATrainer", "patches must be undone on leaving the block"
 
@@ -241,3 +242,13 @@ def test_scripts_name_a_missing_variable(missing):
     for script in ("pretrain.sh", "finetune.sh"):
         proc, _ = _dry_run(script, env)
         assert proc.returncode != 0 and missing in proc.stderr, proc.stderr
+
+
+def test_unfreezing_needs_an_mmclip_tower():
+    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
+    from llava_patches.trainer import unfreeze_tower
+
+    config = LlavaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    with pytest.raises(ValueError, match="needs a loaded MMCLIP tower.*NoneType"):
+        unfreeze_tower(LlavaLlamaForCausalLM(config))

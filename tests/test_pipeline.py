@@ -15,7 +15,7 @@ import yaml
 from mmgeolm import cli
 from mmgeolm.pipeline import STAGE_NAMES, build_stages, dataset_dir
 from mmgeolm.recipe import PipelineRecipe, RecipeError, load_recipe
-from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, run_stages, select
+from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, missing_before, run_stages, select
 
 SHIPPED = sorted(p.stem for p in cli.SHIPPED_RECIPES.glob("*.yaml"))
 
@@ -139,8 +139,8 @@ def test_select_errors_name_the_flag_and_the_stages(start: str | None, until: st
 def test_shipped_recipes_load_and_resolve_short_names(name: str) -> None:
     recipe = load_recipe(cli.SHIPPED_RECIPES / f"{name}.yaml")
     assert Path(recipe.data.recipe).is_file() and Path(recipe.mmclip.config).is_file()
-    if recipe.llava.deepspeed:
-        assert Path(recipe.llava.deepspeed).is_file()
+    for deepspeed in (recipe.llava.deepspeed, recipe.llava.stage1.deepspeed, recipe.llava.stage2.deepspeed):
+        assert deepspeed is None or Path(deepspeed).is_file()
     stages = build_stages(recipe, Path("/tmp/never-created"))
     assert tuple(s.name for s in stages) == STAGE_NAMES
 
@@ -180,6 +180,14 @@ def test_bad_stage_name_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "--until 'training' is not a stage" in err and "llava_stage1" in err
 
 
+def test_from_needs_the_earlier_stages_done(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["run", "demo-cpu", "--out", str(run), "--from", "eval"]) == 2
+    err = capsys.readouterr().err
+    assert "earlier stage(s) data, mmclip have not finished" in err and "start from data" in err
+    assert not (run / "eval").exists()
+
+
 def test_missing_recipe_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "no-such-pipeline", "--out", str(tmp_path / "run")]) == 2
     assert "no-such-pipeline" in capsys.readouterr().err
@@ -210,6 +218,9 @@ def test_run_builds_data_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["run", str(recipe), "--out", str(run), "--until", "data"]) == 0
     assert "data: already done" in capsys.readouterr().out
     assert not (run / "mmclip").exists()
+    stages = build_stages(load_recipe(recipe), run)
+    assert missing_before(run, stages, "mmclip") == []
+    assert missing_before(run, stages, "eval") == ["mmclip"]
 
 
 def test_failing_data_stage_exits_1_with_its_error_and_log(tmp_path: Path,

@@ -17,7 +17,7 @@ TINY = Path(__file__).resolve().parents[1] / "data_recipes" / "recipes" / "tiny.
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("tiny-data") / "data"
-    assert data_main(["build", str(TINY), "--out", str(out), "--num", "16", "--workers", "1"]) == 0
+    assert data_main(["build", str(TINY), "--out", str(out), "--num", "12", "--workers", "1"]) == 0
     return read_samples(out)
 
 
@@ -103,3 +103,26 @@ def test_exact_match(prediction: str, answer: str, expected: bool) -> None:
 def test_normalise_answer() -> None:
     assert normalise_answer("  \"Rhombus\"!  ") == "rhombus"
     assert normalise_answer("") == ""
+
+
+def test_answer_scoring_overall_per_kind_and_per_answer() -> None:
+    from llava_patches.answer_questions import score
+
+    results = [{"kind": "yes_no", "answer": "yes", "correct": True}, {"kind": "yes_no", "answer": "no", "correct": False},
+               {"kind": "value", "answer": "8", "correct": True}, {"kind": "value", "answer": "5", "correct": True}]
+    summary = score(results)
+    assert summary["all"] == {"accuracy": 0.75, "n": 4}
+    assert summary["yes_no"] == {"accuracy": 0.5, "n": 2} and summary["value"] == {"accuracy": 1.0, "n": 2}
+    assert summary["answer=no"] == {"accuracy": 0.0, "n": 1}
+
+
+def test_question_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    from llava_patches.answer_questions import read_questions
+
+    path = tmp_path / "questions.jsonl"
+    path.write_text('{"image": "a.png", "question": "Q?", "answer": "yes"}\n\n{"image": "b.png", "question": 3}\n')
+    with pytest.raises(ValueError, match=r"questions.jsonl: line 3: key 'question': expected a string"):
+        read_questions(path)
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1: not valid JSON"):
+        read_questions(path)

@@ -114,3 +114,11 @@ def test_bad_records_name_file_record_and_key(tmp_path, capsys, content, message
     assert main(["text-negatives", "--in", str(src), "--num", "1", "--out", str(tmp_path / "o.jsonl")]) == 2
     assert message.split(":")[0] in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_pretty_printed_single_record_and_jsonl_ids_from_index(tmp_path):
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"positive_image_path": "a.png", "conversations": ["q", CAPTIONS[1]]}, indent=2))
+    assert read_items(one) == [{"id": "a.png", "caption": CAPTIONS[1]}]
+    lines = _jsonl(tmp_path / "x.jsonl", [{"caption": CAPTIONS[0]}, {"caption": CAPTIONS[1], "facts": ["f"]}])
+    assert read_items(lines) == [{"id": "0", "caption": CAPTIONS[0]}, {"id": "1", "caption": CAPTIONS[1], "facts": ["f"]}]

@@ -340,6 +340,21 @@ def test_checkpoints_of_other_architectures_are_refused(tmp_path, config_text, m
         MMCLIPVisionTower(f"mmclip:{ckpt}", _args(), delay_load=True)
 
 
+def test_unreadable_or_mismatched_weights_name_the_file(checkpoints, tmp_path):
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(checkpoints["class_token"], corrupt)
+    (corrupt / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} is not a readable safetensors file"):
+        _tower(corrupt)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(checkpoints["class_token"], swapped)
+    shutil.copy(checkpoints["no_prefix"] / WEIGHTS_FILE, swapped / WEIGHTS_FILE)
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} does not match the architecture"):
+        _tower(swapped)
+
+
 @pytest.mark.parametrize("select_layer", [3, -4])
 def test_select_layer_out_of_range(checkpoints, select_layer):
     with pytest.raises(ValueError, match=r"expected -3\.\.2"):
@@ -360,6 +375,12 @@ def test_wrong_image_size_names_the_expected_shape(checkpoints, shape):
         tower(torch.zeros(shape))
     with pytest.raises(ValueError, match="64"):
         tower([torch.zeros(3, 32, 32)])
+
+
+def test_loading_inside_an_empty_weights_context_fails_clearly(checkpoints):
+    accelerate = pytest.importorskip("accelerate")
+    with accelerate.init_empty_weights(), pytest.raises(RuntimeError, match="delay_load=True"):
+        _tower(checkpoints["class_token"])
 
 
 def test_device_map_auto_and_dict(checkpoints):

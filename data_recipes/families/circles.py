@@ -151,7 +151,7 @@ def sector(rng: np.random.Generator) -> tuple[Scene, list[str]]:
     scene.add("sector", "O", a_, b_)
     scene.add("segment", "O", a_)
     scene.add("segment", "O", b_)
-    facts = [f"on_circle({a_},O)", f"on_circle({b_},O)"]
+    facts = [f"on_circle({a_},O)", f"on_circle({b_},O)", f"shaded(O{a_}{b_})"]
     annotate_angle(scene, a_, "O", b_, theta, facts, arc=False)
     annotate_length(scene, "O", a_, r, facts)
     facts[-1] = f"radius(O)={r}"
