@@ -24,8 +24,10 @@ $(STAMP): setup.py Makefile
 	$(PIP) install -q -e ".[all,embeddings]"
 	touch $(STAMP)
 
+# The whole pipeline on the embedded CPU recipe: data, negatives, MMCLIP, evaluation, LLaVA stages 1-2, answers.
+# A re-run skips finished stages and resumes an interrupted one; the report is $(DEMO_OUT)/report.md (and .html).
 demo: $(STAMP)
-	$(VENV)/bin/mmgeolm-data build data_recipes/recipes/demo.yaml --out $(DEMO_OUT)/data --workers 2
+	$(VENV)/bin/mmgeolm run demo-cpu --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -36,8 +38,10 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Every benchmark prints its figure against its baseline measured in the same run (CPU; GPU ones say so).
+BENCHES := $(sort $(wildcard benchmarks/bench_*.py))
 bench: $(STAMP)
-	$(PY) benchmarks/bench_data.py
+	set -e; for b in $(BENCHES); do echo "== $$b"; $(PY) $$b; done
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

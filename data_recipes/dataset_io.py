@@ -76,14 +76,16 @@ def read_json(path: str | Path) -> Any:
 
 # --------------------------------------------------------------------------- samples.jsonl
 
-# key -> expected type(s); nested lists are checked by _check_record
+# key -> expected type(s). Imported records (`mmgeolm-data import`) have no seed, may have no script,
+# and their image negatives may have no script or caption: those keys are present but null.
+_OPTIONAL_STR = (str, type(None))
 _SAMPLE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "id": str, "index": int, "family": str, "seed": list, "facts": list, "image": str, "script": str,
-    "caption": str, "split": str, "negatives": list, "text_negatives": list,
+    "id": str, "index": int, "family": str, "seed": (list, type(None)), "facts": list, "image": str,
+    "script": _OPTIONAL_STR, "caption": str, "split": str, "negatives": list, "text_negatives": list,
 }
 _NEGATIVE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "type": str, "image": str, "script": str, "caption": str, "facts": list, "removed": list,
-    "added": list, "detail": str, "hardness": dict,
+    "type": str, "image": str, "script": _OPTIONAL_STR, "caption": _OPTIONAL_STR, "facts": list,
+    "removed": list, "added": list, "detail": str, "hardness": dict,
 }
 _TEXT_NEGATIVE_KEYS: dict[str, type | tuple[type, ...]] = {"caption": str, "kind": str, "rules": list}
 SPLITS = ("train", "val")
@@ -97,7 +99,8 @@ def _check_keys(record: Any, expected: Mapping[str, Any], where: str) -> None:
             raise DatasetFormatError(f"{where}: missing key '{key}'")
         value = record[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            name = kind.__name__ if isinstance(kind, type) else " or ".join(
+                "null" if k is type(None) else k.__name__ for k in kind)
             raise DatasetFormatError(f"{where}: key '{key}': expected {name}, got {value!r:.80}")
 
 
@@ -120,6 +123,8 @@ def validate_sample(record: Any, where: str, root: Path | None = None) -> None:
     for j, negative in enumerate(record["text_negatives"]):
         _check_keys(negative, _TEXT_NEGATIVE_KEYS, f"{where}: text_negatives[{j}]")
     for key, rel in paths:
+        if rel is None:
+            continue
         if os.path.isabs(rel) or ".." in Path(rel).parts:
             raise DatasetFormatError(f"{where}: key '{key}': expected a path relative to the data set, got {rel!r}")
         if root is not None and not (root / rel).is_file():

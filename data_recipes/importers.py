@@ -33,6 +33,7 @@ from data_recipes.hardness import image_hardness
 from data_recipes.script_batch import load_json_records
 
 FAMILY = "imported"
+TEXT_KINDS = ("rule", "retrieval")
 
 
 class ImportRecordError(ValueError):
@@ -123,10 +124,15 @@ class Importer:
 
     Args:
         out: the output data-set directory.
+        text_kind: the kind recorded for imported caption negatives (``rule`` or ``retrieval``); the
+            reference's ``negative_captions`` do not say which, and MMCLIP weights its losses per kind.
     """
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, text_kind: str = "rule"):
+        if text_kind not in TEXT_KINDS:
+            raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}")
         self.out = out
+        self.text_kind = text_kind
         self.pending: dict[str, _Pending] = {}
         self.rejects: list[dict[str, Any]] = []
         self.counts = {"records": 0, "rejected": 0}
@@ -231,7 +237,7 @@ class Importer:
             {
                 "id": s.id, "index": index, "family": FAMILY, "seed": None, "facts": [], "image": s.image,
                 "script": s.script, "caption": s.caption, "split": "train", "negatives": s.negatives,
-                "text_negatives": [{"caption": c, "kind": FAMILY, "rules": []} for c in dict.fromkeys(s.text_negatives)],
+                "text_negatives": [{"caption": c, "kind": self.text_kind, "rules": []} for c in dict.fromkeys(s.text_negatives)],
             }
             for index, s in enumerate(self.pending.values())
         ]
@@ -278,6 +284,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of NAME.py scripts with NAME.txt captions (rendered in the sandbox)")
     parser.add_argument("--image-root", type=Path, default=None,
                         help="folder relative image paths resolve against (default: the JSON file's folder)")
+    parser.add_argument("--text-kind", choices=TEXT_KINDS, default="rule",
+                        help="kind recorded for the imported caption negatives (default rule, as MMCLIP assumes "
+                             "for the reference's negative_captions)")
     parser.add_argument("--out", type=Path, required=True, help="output data-set directory")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers for --pairs-dir (default 2)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per script for --pairs-dir (default 20)")
@@ -300,7 +309,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"import: {exc}", file=sys.stderr)
         return 2
-    importer = Importer(args.out)
+    importer = Importer(args.out, text_kind=args.text_kind)
     if args.reference_image_negatives:
         importer.add_reference(args.reference_image_negatives, "image", args.image_root)
     if args.reference_text_negatives:

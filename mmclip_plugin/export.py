@@ -206,9 +206,9 @@ def _verify(visual: nn.Module, hf_model: nn.Module, image_size: int, source: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmclip_plugin.export --checkpoint DIR --out HFDIR``."""
+    """``mmclip-export --checkpoint DIR --out HFDIR`` (also ``python -m mmclip_plugin.export``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m mmclip_plugin.export",
+        prog="mmclip-export",
         description="Export an MMCLIP checkpoint (OpenAI-CLIP ViT) as a transformers CLIPVisionModel directory.",
     )
     parser.add_argument("--checkpoint", required=True, help="MMCLIP checkpoint directory")

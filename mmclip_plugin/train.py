@@ -271,10 +271,11 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
         step, epoch, position = state["step"], state["epoch"], state["position"]
         load_bad = {(b["file"], b["record"], b["field"]): BadRecord(**b) for b in state["load_bad"]}
         if main:
-            rewrite_metrics_until(out_dir / "metrics.jsonl", step)
             print(f"resumed from {path} at step {step} (epoch {epoch}, batch {position})", file=sys.stderr)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # a fresh run starts a new metrics file; a resumed one keeps the lines up to its checkpoint
+        rewrite_metrics_until(out_dir / "metrics.jsonl", step)
         for bad in index_bad[:20]:
             print(f"skipped: {bad}", file=sys.stderr)
     forward = ContrastiveForward(model)
@@ -389,7 +390,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def rewrite_metrics_until(path: Path, step: int) -> None:
-    """Drop metric lines after ``step`` (a resumed run rewrites them), atomically."""
+    """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically."""
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]

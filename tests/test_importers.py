@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_recipes import cli
+from data_recipes import cli, dataset_io
+from mmclip_plugin import data as mmclip_data
 from data_recipes.hardness import image_hardness
 from data_recipes.importers import ImportRecordError, caption_from_conversations
 
@@ -92,6 +93,11 @@ def test_both_reference_formats_merge_and_bad_records_are_reported(reference, tm
     missing = next(r for r in manifest["rejects"] if r["record"] == 3)
     assert "missing.png" in missing["reason"] and "does not exist" in missing["reason"]
     assert "image_neg.json: record 3: key 'positive_image_path'" in capsys.readouterr().err
+    # the imported data set is a valid data set: its null seed/script/caption fields pass validation,
+    # and MMCLIP training reads it with every negative
+    assert dataset_io.validate_samples(out, check_files=True) == []
+    train_samples, bad = mmclip_data.read_samples(out)
+    assert bad == [] and [len(s.image_negatives) for s in train_samples] == [2, 1, 1]
 
 
 def test_image_root_option(reference, tmp_path):

@@ -75,6 +75,8 @@ def test_resume_continues_exactly(tmp_path):
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.allclose(wa[name], wb[name], rtol=1e-5, atol=1e-6), name
+    train(straight)  # a fresh run into a used directory starts a new metrics file, it does not append
+    assert [h["step"] for h in _history(tmp_path / "a")] == list(range(1, 7))
     changed = load_config(TINY, [*args, f"output_dir={tmp_path / 'b'}", "data.batch_size=2", "steps=9"])
     with pytest.raises(ValueError, match="batch_size"):  # another geometry would not reproduce the data order
         train(changed, resume="latest")
