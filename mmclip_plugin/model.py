@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
-from open_clip.transform import PreprocessCfg, image_transform_v2
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"

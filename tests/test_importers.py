@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from data_recipes import cli, dataset_io
-from mmclip_plugin import data as mmclip_data
 from data_recipes.hardness import image_hardness
 from data_recipes.importers import ImportRecordError, caption_from_conversations
+from mmclip_plugin import data as mmclip_data
 
 
 def _image(path: Path, shift: int = 0, fmt: str = "PNG", size: int = 32) -> Path:
