@@ -114,3 +114,21 @@ def test_hard_term_without_negatives_is_refused(term):
         load_config(TINY, [f"data.{term}=0"])
     cfg = load_config(TINY, [f"data.{term}=0", f"loss.{term}=null"])
     assert term not in cfg.loss.active_terms
+
+
+# training configs (the ablation recipes beside them are tested in test_ablation.py)
+SHIPPED_CONFIGS = [p for p in sorted(TINY.parent.glob("*.yaml")) if "model" in yaml.safe_load(p.read_text())]
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_names_a_real_open_clip_model(path, tmp_path):
+    """A typo in a GPU config's model name or pretrained tag would only show on the cluster: catch it here."""
+    import open_clip
+
+    from mmclip_plugin.model import MODEL_CONFIG_DIR
+
+    cfg = load_config(path, [f"data.train={tmp_path}", f"output_dir={tmp_path / 'out'}"])
+    shipped = {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")}
+    assert cfg.model.name in set(open_clip.list_models()) | shipped
+    if cfg.model.pretrained:
+        assert cfg.model.pretrained in open_clip.list_pretrained_tags_by_model(cfg.model.name)
