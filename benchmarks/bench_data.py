@@ -56,23 +56,23 @@ def replay_scenes(recipe: Recipe, sample: dict) -> list:
     """The scenes of a built sample (positive, then its kept negatives), regenerated from its seed.
 
     Rendering draws no random numbers, so replaying the builder's draws (family, diagram, candidate
-    rounds and their permutations) gives back the very candidates it kept.
+    rounds and their orders) gives back the very candidates it kept.
     """
     rng = np.random.default_rng([recipe.seed, sample["index"]])
     family = recipe.family_names[int(rng.choice(len(recipe.families), p=recipe.family_probabilities))]
     diagram = engine.generate_diagram(family, rng)
     wanted = [(n["type"], n["caption"], n["detail"]) for n in sample["negatives"]]
+    if not wanted:
+        return [diagram.scene]
     found = {}
     for _ in range(recipe.negatives.max_rounds):
-        candidates = engine.candidate_negatives(diagram, rng, types=list(recipe.negatives.types) or None)
-        if not candidates:
-            break
-        for j in rng.permutation(len(candidates)):
-            c = candidates[int(j)]
+        candidates = engine.iter_candidate_negatives(diagram, rng, list(recipe.negatives.types) or None, shuffle=rng)
+        for c in candidates:
             found.setdefault((c.type, c.diagram.caption, c.detail), c.diagram.scene)
-        if all(w in found for w in wanted):
-            break
-    return [diagram.scene] + [found[w] for w in wanted]
+            if all(w in found for w in wanted):
+                return [diagram.scene] + [found[w] for w in wanted]
+    missing = [w for w in wanted if w not in found]
+    raise RuntimeError(f"sample {sample['id']}: could not replay its negatives {missing}")
 
 
 def time_naive(recipe: Recipe, samples: list[dict], out: Path) -> tuple[float, float, int]:

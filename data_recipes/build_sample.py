@@ -20,7 +20,9 @@ import numpy as np
 from data_recipes import engine
 from data_recipes.dataset_io import atomic_write_bytes, atomic_write_json
 from data_recipes.hardness import image_hardness
+from data_recipes.layout import layout
 from data_recipes.recipe import Recipe
+from data_recipes.render import Layout
 
 PARTS_DIR = ".parts"
 DUPLICATE = "duplicate: same image as an earlier one"
@@ -63,12 +65,15 @@ def _error_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _render(recipe: Recipe, scene: Any) -> np.ndarray:
-    return engine.render_array(scene, size_px=recipe.image.size_px, dpi=recipe.image.dpi)
+def _render(recipe: Recipe, scene: Any) -> tuple[np.ndarray, Layout]:
+    """The scene's image and its layout (kept to write the scene's script without laying it out again)."""
+    size, dpi = recipe.image.size_px, recipe.image.dpi
+    laid_out = layout(scene, size, dpi)
+    return engine.render_array(scene, size_px=size, dpi=dpi, laid_out=laid_out), laid_out
 
 
-def _script(recipe: Recipe, scene: Any) -> bytes:
-    return engine.emit_script(scene, size_px=recipe.image.size_px, dpi=recipe.image.dpi).encode("utf-8")
+def _script(recipe: Recipe, scene: Any, laid_out: Layout) -> bytes:
+    return engine.emit_script(scene, size_px=recipe.image.size_px, dpi=recipe.image.dpi, laid_out=laid_out).encode()
 
 
 def _judge(recipe: Recipe, hardness: dict[str, float]) -> str | None:
@@ -83,21 +88,21 @@ def _judge(recipe: Recipe, hardness: dict[str, float]) -> str | None:
 
 def select_negatives(
     recipe: Recipe, diagram: Any, positive: np.ndarray, rng: np.random.Generator
-) -> tuple[list[tuple[Any, np.ndarray, dict[str, float]]], list[dict[str, str]]]:
+) -> tuple[list[tuple[Any, np.ndarray, dict[str, float], Layout]], list[dict[str, str]]]:
     """The first K valid negatives of a diagram, distinct perturbation types first.
 
-    Round 1 draws one candidate per applicable type (the engine's contract) in a seeded random order;
-    later rounds (up to ``negatives.max_rounds``) draw again to fill K with repeated types. Candidates
-    are rendered lazily, so rendering stops as soon as K are kept.
+    Round 1 tries one candidate per applicable type (the engine's contract) in a seeded random order;
+    later rounds (up to ``negatives.max_rounds``) try again to fill K with repeated types. Candidates
+    are made and rendered lazily, so work stops as soon as K are kept.
 
     Returns:
-        (kept, rejected): kept as (negative, image, hardness) tuples; rejected as
+        (kept, rejected): kept as (negative, image, hardness, layout) tuples; rejected as
         ``{"type", "reason"}`` records whose reason starts with invisible, too_different, duplicate
         or error.
     """
     cfg = recipe.negatives
     types = list(cfg.types) or None
-    kept: list[tuple[Any, np.ndarray, dict[str, float]]] = []
+    kept: list[tuple[Any, np.ndarray, dict[str, float], Layout]] = []
     rejected: list[dict[str, str]] = []
     seen = {hashlib.sha1(positive.tobytes()).digest()}
     # Later rounds often propose a scene already tried (the same element dropped again): its verdict
@@ -106,19 +111,17 @@ def select_negatives(
     for _ in range(cfg.max_rounds):
         if len(kept) >= cfg.per_positive:
             break
-        candidates = engine.candidate_negatives(diagram, rng, types=types)
-        if not candidates:
-            break
-        for j in rng.permutation(len(candidates)):
+        proposed = 0
+        for negative in engine.iter_candidate_negatives(diagram, rng, types=types, shuffle=rng):
             if len(kept) >= cfg.per_positive:
                 break
-            negative = candidates[int(j)]
+            proposed += 1
             key = json.dumps(negative.diagram.scene.to_dict(), sort_keys=True)
             if key in tried:
                 rejected.append({"type": negative.type, "reason": tried[key] or DUPLICATE})
                 continue
             try:
-                image = _render(recipe, negative.diagram.scene)
+                image, laid_out = _render(recipe, negative.diagram.scene)
                 hardness = image_hardness(positive, image)
             except Exception as err:  # a broken candidate costs one negative, not the sample
                 tried[key] = f"error: {_error_reason(err)}"
@@ -130,7 +133,9 @@ def select_negatives(
                 rejected.append({"type": negative.type, "reason": reason})
                 continue
             seen.add(digest)
-            kept.append((negative, image, hardness))
+            kept.append((negative, image, hardness, laid_out))
+        if not proposed:
+            break  # no perturbation applies to this diagram
     return kept, rejected
 
 
@@ -153,14 +158,15 @@ def make_sample(recipe: Recipe, index: int) -> SampleResult:
         rng = np.random.default_rng([recipe.seed, index])
         family = recipe.family_names[int(rng.choice(len(recipe.families), p=recipe.family_probabilities))]
         diagram = engine.generate_diagram(family, rng)
-        positive = _render(recipe, diagram.scene)
-        files = {f"images/{stem}.png": engine.encode_png(positive), f"scripts/{stem}.py": _script(recipe, diagram.scene)}
+        positive, laid_out = _render(recipe, diagram.scene)
+        files = {f"images/{stem}.png": engine.encode_png(positive),
+                 f"scripts/{stem}.py": _script(recipe, diagram.scene, laid_out)}
         kept, rejected = select_negatives(recipe, diagram, positive, rng)
         negatives = []
-        for j, (negative, image, hardness) in enumerate(kept):
+        for j, (negative, image, hardness, laid_out) in enumerate(kept):
             image_rel, script_rel = f"images/{stem}_n{j}.png", f"scripts/{stem}_n{j}.py"
             files[image_rel] = engine.encode_png(image)
-            files[script_rel] = _script(recipe, negative.diagram.scene)
+            files[script_rel] = _script(recipe, negative.diagram.scene, laid_out)
             negatives.append({
                 "type": negative.type, "image": image_rel, "script": script_rel,
                 "caption": negative.diagram.caption, "facts": list(negative.diagram.facts),

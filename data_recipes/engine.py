@@ -10,7 +10,7 @@ Everything is deterministic from the generators passed in: same seed, same diagr
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from data_recipes.scene import Scene
 
 __all__ = [
     "Diagram", "Negative", "Scene", "list_families", "list_perturbations", "generate_diagram", "candidate_negatives",
+    "iter_candidate_negatives",
     "render_array", "encode_png", "emit_script", "render_naive",
 ]
 
@@ -88,23 +89,38 @@ def candidate_negatives(diagram: Diagram, rng: np.random.Generator,
     Inapplicable types are skipped. Each perturbation draws from its own generator, derived from one
     draw of ``rng`` and the type's name, so asking for a subset of types gives the same negatives.
     """
+    return list(iter_candidate_negatives(diagram, rng, types))
+
+
+def iter_candidate_negatives(diagram: Diagram, rng: np.random.Generator, types: Sequence[str] | None = None,
+                             shuffle: np.random.Generator | None = None) -> Iterator[Negative]:
+    """The candidates of :func:`candidate_negatives`, made one at a time as they are asked for.
+
+    With ``shuffle``, the types are tried in an order drawn from it (after the draw from ``rng``), so a
+    caller that needs only the first few valid negatives in a random order never builds the others.
+    Both draws happen before the first candidate is made.
+    """
     names = list_perturbations() if types is None else [t for t in list_perturbations() if t in set(types)]
     unknown = sorted(set(types or ()) - set(list_perturbations()))
     if unknown:
         raise KeyError(f"unknown perturbation types {unknown}; known: {', '.join(list_perturbations())}")
     base = int(rng.integers(2**63))
-    out = []
-    for name in names:
-        sub = np.random.default_rng([base, zlib.crc32(name.encode())])
-        res = get_perturbation(name)(diagram.scene.copy(), list(diagram.facts), sub)
-        if res is None:
-            continue
-        removed = sorted(canonical(f) for f in res.removed)
-        added = sorted(canonical(f) for f in res.added)
-        if not verify(res.scene, diagram.facts, removed, added):
-            continue  # never hand out a negative whose facts are not exactly what it claims
-        facts = sorted((set(diagram.facts) - set(removed)) | set(added))
-        res.scene.meta = {**diagram.scene.meta, "perturbation": name}
-        caption = make_caption(facts, int(diagram.scene.meta.get("caption_variant", 0)))
-        out.append(Negative(name, Diagram(diagram.family, res.scene, facts, caption), removed, added, res.detail))
-    return out
+    if shuffle is not None:
+        names = [names[int(i)] for i in shuffle.permutation(len(names))]
+    return (neg for neg in (_candidate(diagram, name, base) for name in names) if neg is not None)
+
+
+def _candidate(diagram: Diagram, name: str, base: int) -> Negative | None:
+    """Perturbation ``name`` of ``diagram`` with its own generator, or None where it does not apply."""
+    sub = np.random.default_rng([base, zlib.crc32(name.encode())])
+    res = get_perturbation(name)(diagram.scene.copy(), list(diagram.facts), sub)
+    if res is None:
+        return None
+    removed = sorted(canonical(f) for f in res.removed)
+    added = sorted(canonical(f) for f in res.added)
+    if not verify(res.scene, diagram.facts, removed, added):
+        return None  # never hand out a negative whose facts are not exactly what it claims
+    facts = sorted((set(diagram.facts) - set(removed)) | set(added))
+    res.scene.meta = {**diagram.scene.meta, "perturbation": name}
+    caption = make_caption(facts, int(diagram.scene.meta.get("caption_variant", 0)))
+    return Negative(name, Diagram(diagram.family, res.scene, facts, caption), removed, added, res.detail)

@@ -17,11 +17,17 @@ from data_recipes.draw_calls import FONT_FAMILY, DrawCall
 from data_recipes.layout import layout
 from data_recipes.scene import Scene
 
-
 # -- the three paths -------------------------------------------------------------------------
-def emit_script(scene: Scene, size_px: int = 336, dpi: int = 100) -> str:
-    """A standalone matplotlib script that writes this scene's PNG to ``sys.argv[1]``."""
-    lim, calls = layout(scene, size_px, dpi)
+Layout = tuple[tuple[float, ...], list[DrawCall]]  # what ``layout`` returns: data window, draw calls
+
+
+def emit_script(scene: Scene, size_px: int = 336, dpi: int = 100, laid_out: Layout | None = None) -> str:
+    """A standalone matplotlib script that writes this scene's PNG to ``sys.argv[1]``.
+
+    ``laid_out`` is ``layout(scene, size_px, dpi)`` when the caller has it already (the builder
+    renders and scripts the same scene: laying it out once saves a third of its time).
+    """
+    lim, calls = laid_out or layout(scene, size_px, dpi)
     inch = size_px / dpi
     family = scene.meta.get("family", "diagram")
     lines = [
@@ -89,12 +95,12 @@ class _Canvas:
 _CANVASES: dict[tuple[int, int], _Canvas] = {}
 
 
-def render_array(scene: Scene, size_px: int = 336, dpi: int = 100) -> np.ndarray:
+def render_array(scene: Scene, size_px: int = 336, dpi: int = 100, laid_out: Layout | None = None) -> np.ndarray:
     """The scene as an (H, W, 3) uint8 array, drawn on a cached canvas (the fast path)."""
     key = (int(size_px), int(dpi))
     if key not in _CANVASES:
         _CANVASES[key] = _Canvas(*key)
-    lim, calls = layout(scene, size_px, dpi)
+    lim, calls = laid_out or layout(scene, size_px, dpi)
     return _CANVASES[key].draw(lim, calls)
 
 

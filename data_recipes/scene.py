@@ -188,8 +188,17 @@ class Scene:
         return new
 
     def copy(self) -> Scene:
-        """A deep copy."""
-        return Scene.from_dict(self.to_dict())
+        """A deep copy. The scene is valid already, so the copy skips the checks (the builder copies
+        every scene once per perturbation it tries)."""
+        new = object.__new__(Scene)
+        new.points = dict(self.points)  # values are tuples of floats: nothing to copy
+        new.elements = []
+        for el in self.elements:
+            twin = object.__new__(Element)
+            twin.kind, twin.refs, twin.attrs = el.kind, el.refs, _copy_values(el.attrs)
+            new.elements.append(twin)
+        new.meta = _copy_values(self.meta)
+        return new
 
     def labelled(self) -> list[str]:
         """Names of the points that carry a visible label, in drawing order."""
@@ -215,3 +224,11 @@ class Scene:
             elements=[Element.from_dict(e) for e in d["elements"]],
             meta=copy.deepcopy(d.get("meta", {})),
         )
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copy_values(d: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a dict of JSON values, fast where the values are scalars (they almost always are)."""
+    return {k: v if isinstance(v, _SCALARS) else copy.deepcopy(v) for k, v in d.items()}
