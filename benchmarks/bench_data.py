@@ -96,14 +96,14 @@ def time_subprocess(root: Path, samples: list[dict], count: int, out: Path) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num", type=int, default=None, help="positives per build (default 40; 200 with --full)")
+    parser.add_argument("--num", type=int, default=None, help="positives per build (default 120; 200 with --full)")
     parser.add_argument("--size", type=int, default=None, help="image size in px (default 224; 336 with --full)")
     parser.add_argument("--negatives", type=int, default=None, help="K per positive (default 4; 10 with --full)")
     parser.add_argument("--subprocess", type=int, default=5, help="scripts to run one subprocess each (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true", help="the full recipe's settings and more samples")
     args = parser.parse_args(argv)
-    num = args.num or (200 if args.full else 40)
+    num = args.num or (200 if args.full else 120)
     size = args.size or (336 if args.full else 224)
     k = args.negatives if args.negatives is not None else (10 if args.full else 4)
     recipe = make_recipe(num, size, k, args.seed)
