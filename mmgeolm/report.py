@@ -240,7 +240,9 @@ def _ablation_section(run: Path, rel: Any) -> list[str]:
     table = run / "ablation" / "ablation.md"
     if not table.is_file():
         return []
-    md = ["## Ablation: which negatives help", "", table.read_text().strip(), ""]
+    # the table file is a document of its own: its headings go one level below this section's
+    text = "\n".join(f"##{line}" if line.startswith("#") else line for line in table.read_text().strip().splitlines())
+    md = ["## Ablation: which negatives help", "", text, ""]
     if (run / "ablation" / "ablation.png").is_file():
         md += [f"![ablation]({rel(run / 'ablation' / 'ablation.png')})", ""]
     return md
@@ -307,6 +309,12 @@ def _headline(run: Path) -> list[str]:
         start = "".join(f"; {n}: {_pct(r.get('t2i_hard_acc'))}" for n, r in others)
         lines.append(f"- **MMCLIP caption → image among hard negatives: {_pct(first.get('t2i_hard_acc'))}** "
                      f"({name}{start}; chance {_pct(chance)}).")
+    arms = _read_json(run / "ablation" / "ablation.json")
+    if isinstance(arms, dict) and {"image", "in_batch"} <= set(arms):
+        gain = 100 * (arms["image"]["t2i_hard_acc"] - arms["in_batch"]["t2i_hard_acc"])
+        lines.append(f"- **Ablation: image hard negatives {gain:+.1f} points** of caption → image hard accuracy "
+                     f"over in-batch negatives alone ({_pct(arms['image']['t2i_hard_acc'])} vs "
+                     f"{_pct(arms['in_batch']['t2i_hard_acc'])}, equal images).")
     return [*lines, ""] if lines else []
 
 

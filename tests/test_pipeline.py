@@ -18,6 +18,7 @@ from mmgeolm.recipe import PipelineRecipe, RecipeError, load_recipe
 from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, missing_before, run_stages, select
 
 SHIPPED = sorted(p.stem for p in cli.SHIPPED_RECIPES.glob("*.yaml"))
+ABLATION_CPU = Path(__file__).resolve().parents[1] / "mmclip_plugin" / "configs" / "ablation-cpu.yaml"
 
 
 def _py(code: str) -> list[str]:
@@ -245,6 +246,12 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["llava"]["stage2"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["questions"] = {"num": 4, "max_new_tokens": 3}
+    ablation = yaml.safe_load(ABLATION_CPU.read_text())
+    ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]), arms=["no_finetune", "in_batch", "image"], seeds=[0])
+    ablation["train"].update(steps=2, log_every=1)
+    ablation["train"]["data"]["batch_size"] = 4
+    ablation["data_recipe"].update(num=16)
+    demo["ablation"] = {"enabled": True, "recipe": str(_write(tmp_path / "micro-ablation.yaml", ablation))}
     recipe, run = _write(tmp_path / "micro.yaml", demo), tmp_path / "run"
     assert cli.main(["run", str(recipe), "--out", str(run)]) == 0
     for stage in build_stages(load_recipe(recipe), run):
@@ -253,3 +260,5 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     assert score["all"]["n"] == len((run / "llava_data" / "questions.jsonl").read_text().splitlines())
     report = (run / "report" / "report.md").read_text()
     assert "Held-out geometry questions" in report and (run / "report" / "report.html").is_file()
+    assert set(json.loads((run / "ablation" / "ablation.json").read_text())) == {"no_finetune", "in_batch", "image"}
+    assert "## Ablation: which negatives help" in report and "`image`" in report

@@ -111,10 +111,14 @@ def test_partial_run_gets_a_partial_report(tmp_path: Path) -> None:
 def test_ablation_table_is_included(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", llava=False)
     (run / "ablation").mkdir()
-    (run / "ablation" / "ablation.md").write_text("| arm | acc |\n| --- | ---: |\n| image | 31.0% |\n")
+    (run / "ablation" / "ablation.md").write_text("# Ablation: cpu\n\n| arm | acc |\n| --- | ---: |\n| image | 31.0% |\n")
+    (run / "ablation" / "ablation.json").write_text(json.dumps({"in_batch": {"t2i_hard_acc": 0.25},
+                                                                "image": {"t2i_hard_acc": 0.31}}))
     _png(run / "ablation" / "ablation.png")
     text = build_report(run).read_text()
     assert "## Ablation" in text and "| image | 31.0% |" in text and "../ablation/ablation.png" in text
+    assert "\n### Ablation: cpu\n" in text and "\n# Ablation" not in text  # nested under the report's section
+    assert "image hard negatives +6.0 points" in text.split("## Data")[0]  # in the headline
 
 
 def test_empty_run_still_writes_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
