@@ -7,6 +7,7 @@ BASE = [
     "pillow>=9.5",
     "PyYAML>=6.0",
     "scikit-learn>=1.3",
+    "scipy>=1.10",  # imported directly (sparse retrieval, hardness filters); scikit-learn needs it too
     "tqdm>=4.65",
 ]
 TRAINING = [
