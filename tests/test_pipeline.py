@@ -185,7 +185,7 @@ def test_from_needs_the_earlier_stages_done(tmp_path: Path, capsys: pytest.Captu
     run = tmp_path / "run"
     assert cli.main(["run", "demo-cpu", "--out", str(run), "--from", "eval"]) == 2
     err = capsys.readouterr().err
-    assert "earlier stage(s) data, mmclip have not finished" in err and "start from data" in err
+    assert "earlier stage(s) data, mmclip, ablation have not finished" in err and "start from data" in err
     assert not (run / "eval").exists()
 
 
