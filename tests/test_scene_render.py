@@ -37,6 +37,20 @@ def test_element_validation_names_the_problem():
         Scene.from_dict({"points": {}})
 
 
+def test_copy_is_deep_and_equal():
+    s = Scene(points={"A": (0, 0), "B": (4, 0), "C": (0, 3)}, meta={"family": "f", "nested": {"k": [1]}})
+    s.add("polygon", "A", "B", "C")
+    s.add("length_label", "A", "B", text="4", value=4)
+    c = s.copy()
+    assert c.to_dict() == s.to_dict() and c is not s
+    c.set_point("A", (1, 1))
+    c.elements[1].attrs["text"] = "5"
+    c.meta["nested"]["k"].append(2)
+    c.add("label", "A")
+    assert s.points["A"] == (0.0, 0.0) and s.elements[1].attrs["text"] == "4"
+    assert s.meta["nested"] == {"k": [1]} and len(s.elements) == 2
+
+
 def test_moving_a_point_moves_what_is_drawn_from_it_and_rename_renames_everywhere():
     s = Scene(points={"A": (0, 0), "B": (4, 0), "C": (0, 3)})
     s.add("polygon", "A", "B", "C")
