@@ -68,29 +68,10 @@ def _changed_fraction(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, in
     return float(np.count_nonzero(moved) / (a.shape[0] * a.shape[1]))
 
 
-def ssim_map(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
-    """SSIM of every ``window`` x ``window`` window (valid positions) of two luminance arrays."""
-    return _window_ssim(x, y, window, np.ones((x.shape[0] - window + 1, x.shape[1] - window + 1), dtype=bool))
-
-
-def _window_ssim(x: np.ndarray, y: np.ndarray, window: int, where: np.ndarray) -> np.ndarray:
-    """SSIM of the windows (valid positions, top-left corners) selected by the boolean array ``where``."""
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    half = window // 2
-    valid = (slice(half, x.shape[0] - window + 1 + half), slice(half, x.shape[1] - window + 1 + half))
-
-    def mean(v: np.ndarray) -> np.ndarray:  # window means at the selected positions, (M,)
-        return uniform_filter(v, window, mode="constant")[valid][where]
-
-    mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
-    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-
-
 def ssim(a: np.ndarray, b: np.ndarray, window: int = SSIM_WINDOW) -> float:
     """Mean structural similarity (Wang et al. 2004) of two images on their luminance, box window.
 
-    Only the windows that reach the box of differing pixels are computed; the others score 1.
+    Only the windows holding a differing pixel are computed; every other window scores exactly 1.
     """
     a, b = _check_pair(a, b)
     return _ssim(a, b, _diff_box(a, b), window)
@@ -104,10 +85,18 @@ def _ssim(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int] | None, w
     windows = (h - window + 1) * (w - window + 1)
     crop = _grown(box, window - 1, a.shape)
     x, y = _gray(a[crop]), _gray(b[crop])
-    # the windows that hold a differing pixel; every other window compares equal pixels and scores 1
-    touched = maximum_filter(x != y, window, mode="constant")[window // 2:, window // 2:]
-    touched = touched[: x.shape[0] - window + 1, : x.shape[1] - window + 1]
-    local = _window_ssim(x, y, window, touched)
+    # scipy's filters are centred: the valid windows' values sit `half` pixels in from the top-left
+    half = window // 2
+    valid = (slice(half, x.shape[0] - window + 1 + half), slice(half, x.shape[1] - window + 1 + half))
+    touched = maximum_filter(x != y, window, mode="constant")[valid]
+
+    def mean(v: np.ndarray) -> np.ndarray:  # window means of the touched windows, (M,)
+        return uniform_filter(v, window, mode="constant")[valid][touched]
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = mean(x), mean(y)
+    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
+    local = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return float((local.sum() + (windows - local.size)) / windows)
 
 

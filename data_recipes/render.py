@@ -17,9 +17,10 @@ from data_recipes.draw_calls import FONT_FAMILY, DrawCall
 from data_recipes.layout import layout
 from data_recipes.scene import Scene
 
-# -- the three paths -------------------------------------------------------------------------
 Layout = tuple[tuple[float, ...], list[DrawCall]]  # what ``layout`` returns: data window, draw calls
 
+
+# -- the three paths -------------------------------------------------------------------------
 
 def emit_script(scene: Scene, size_px: int = 336, dpi: int = 100, laid_out: Layout | None = None) -> str:
     """A standalone matplotlib script that writes this scene's PNG to ``sys.argv[1]``.
