@@ -73,29 +73,31 @@ class _Canvas:
 
     def draw(self, lim: tuple[float, ...], calls: list[DrawCall]) -> np.ndarray:
         # Artists are pooled by style and re-used with new geometry: creating matplotlib artists costs
-        # more than drawing them. Unused pooled artists are hidden. Layers are explicit zorders, so
-        # re-use never changes what is drawn over what.
-        # The data window straight into the view box: what set_x/ylim store, without their validation
-        # and callbacks (a tenth of the drawing time), on an axes nothing else shares or autoscales.
+        # more than drawing them. The data window goes straight into the view box (what set_x/ylim
+        # store, without their validation and callbacks), on an axes nothing else shares or autoscales.
         self.ax.viewLim.intervalx = (lim[0], lim[1])
         self.ax.viewLim.intervaly = (lim[2], lim[3])
-        self.ax.stale = True
         used: dict[tuple[Any, ...], int] = {}
-        for c in calls:
+        drawn: list[tuple[float, int, Any]] = []
+        for index, c in enumerate(calls):
             key = c.pool_key()
             pool = self.pools.setdefault(key, [])
             i = used.get(key, 0)
             used[key] = i + 1
             if i < len(pool):
                 c.update(pool[i])
-                pool[i].set_visible(True)
             else:
                 pool.extend(c.apply(self.ax))
-        for key, pool in self.pools.items():
-            for artist in pool[used.get(key, 0):]:
-                artist.set_visible(False)
-        self.canvas.draw()
-        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+            drawn.append((pool[i].get_zorder(), index, pool[i]))
+        # What ``Figure.draw`` would do for this figure, on the used artists only: the white figure
+        # patch, then the artists by zorder, ties in call order (the script's insertion order). The
+        # axes is off, so it draws nothing of its own; pooled artists not used now are not visited.
+        renderer = self.canvas.get_renderer()
+        renderer.clear()
+        self.fig.patch.draw(renderer)
+        for _, _, artist in sorted(drawn, key=lambda d: d[:2]):
+            artist.draw(renderer)
+        return np.asarray(renderer.buffer_rgba())[..., :3].copy()
 
 
 _CANVASES: dict[tuple[int, int], _Canvas] = {}
