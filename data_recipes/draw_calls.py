@@ -5,6 +5,7 @@ same values. Text is drawn as glyph outlines (``TextPath``), whose vertices are 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -26,6 +27,12 @@ class DrawCall:
         # every number is rounded once here, so the script's literals and the fast path's values agree
         object.__setattr__(self, "args", _round_all(self.args))
         object.__setattr__(self, "kwargs", tuple((k, _round_all(v)) for k, v in self.kwargs))
+
+    def with_kwarg(self, key: str, value: Any) -> DrawCall:
+        """This call with one more keyword argument (the numbers it has are rounded already)."""
+        call = copy.copy(self)  # no __post_init__: rounding again would only cost time
+        object.__setattr__(call, "kwargs", (*self.kwargs, (key, _round_all(value))))
+        return call
 
     def pool_key(self) -> tuple[Any, ...]:
         """Calls with equal keys draw artists that differ only in geometry, so one artist can be reused."""

@@ -72,64 +72,95 @@ def limits(scene: Scene) -> tuple[float, float, float, float]:
 
 
 # -- label placement ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ink:
+    """What vertex labels keep clear of and align with, gathered once per scene."""
+
+    segs: np.ndarray  # (n, 2, 2) straight strokes: segments, polygon sides, the drawn extent of lines and rays
+    circles: np.ndarray  # (c, 3) circles as centre x, y and radius
+    rings: np.ndarray  # (r, 3) circles and arcs: a point on one keeps its label outside
+    points: np.ndarray  # (p, 2) every point of the scene
+    numbers: np.ndarray  # (m, 2) centres of the written numbers
+
+    @classmethod
+    def of(cls, scene: Scene, span: float) -> Ink:
+        segs, circles, rings = [], [], []
+        for el in scene.elements:
+            if el.kind == "segment":
+                segs.append((scene.p(el.refs[0]), scene.p(el.refs[1])))
+            elif el.kind in ("line", "ray"):
+                segs.append(_extended(scene, el))
+            elif el.kind == "polygon":
+                n = len(el.refs)
+                segs += [(scene.p(el.refs[i]), scene.p(el.refs[(i + 1) % n])) for i in range(n)]
+            elif el.kind == "circle":
+                c = scene.p(el.refs[0])
+                circles.append((c[0], c[1], float(el.attrs["radius"])))
+                rings.append(circles[-1])
+            elif el.kind == "arc":
+                c = scene.p(el.refs[0])
+                rings.append((c[0], c[1], g.dist(c, scene.p(el.refs[1]))))
+        points = np.array(list(scene.points.values()), dtype=float).reshape(-1, 2)
+        center = points.mean(axis=0)
+        numbers = [_number_position(scene, el, span, center) for el in scene.elements
+                   if el.kind in ("length_label", "angle_label")]
+        return cls(np.array(segs, dtype=float).reshape(-1, 2, 2), np.array(circles, dtype=float).reshape(-1, 3),
+                   np.array(rings, dtype=float).reshape(-1, 3), points, np.array(numbers, dtype=float).reshape(-1, 2))
+
+    def incident_directions(self, ps: np.ndarray) -> list[list[float]]:
+        """For each point of ``ps`` (k, 2): headings (degrees) of the ink leaving it, through edges,
+        lines and circles (the tangents and the outward normal of a circle it lies on)."""
+        tol = 1e-6 * max(1.0, float(np.abs(self.points).max(initial=0.0)))
+        out: list[list[float]] = [[] for _ in ps]
+        q = ps[:, None, :]  # (k, 1, 2)
+        if len(self.segs):
+            a, b = self.segs[None, :, 0], self.segs[None, :, 1]  # (1, n, 2)
+            d = b - a
+            t = ((q - a) * d).sum(2) / (d * d).sum(2)
+            at_a = np.hypot(*np.moveaxis(a - q, 2, 0)) < tol
+            at_b = ~at_a & (np.hypot(*np.moveaxis(b - q, 2, 0)) < tol)
+            inside = ~at_a & ~at_b & (np.hypot(*np.moveaxis(q - (a + t[..., None] * d), 2, 0)) < tol) & (t > 0) & (t < 1)
+            for i, j in zip(*np.nonzero(at_a | at_b | inside)):
+                p, ends = ps[i], ([self.segs[j, 1]] if at_a[i, j] else [self.segs[j, 0]] if at_b[i, j]
+                                  else [self.segs[j, 0], self.segs[j, 1]])
+                out[i] += [_heading(p, e) for e in ends]
+        if len(self.rings):
+            c, r = self.rings[None, :, :2], self.rings[None, :, 2]
+            on = np.abs(np.hypot(*np.moveaxis(q - c, 2, 0)) - r) < tol * 10
+            for i, j in zip(*np.nonzero(on)):
+                h = _heading(self.rings[j, :2], ps[i])
+                out[i] += [(h + 90) % 360, (h - 90) % 360, (h + 180) % 360]
+        return out
+
+    def clearance(self, qs: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """For each row of ``qs`` (m, 2): distance to the nearest stroke, circle, number or point
+        other than ``own[i]`` (the labelled point that row belongs to, and any point at its place)."""
+        best = np.full(len(qs), np.inf)
+        if len(self.segs):
+            a, d = self.segs[:, 0], self.segs[:, 1] - self.segs[:, 0]  # (n, 2)
+            rel = qs[:, None, :] - a[None]  # (m, n, 2)
+            t = np.clip((rel * d[None]).sum(2) / np.maximum((d * d).sum(1), 1e-12)[None], 0, 1)
+            best = np.minimum(best, np.linalg.norm(rel - t[..., None] * d[None], axis=2).min(1))
+        if len(self.circles):
+            rings = np.abs(np.linalg.norm(qs[:, None, :] - self.circles[None, :, :2], axis=2) - self.circles[None, :, 2])
+            best = np.minimum(best, rings.min(1))
+        if len(self.numbers):
+            best = np.minimum(best, np.linalg.norm(qs[:, None, :] - self.numbers[None], axis=2).min(1))
+        if len(self.points):
+            others = np.linalg.norm(qs[:, None, :] - self.points[None], axis=2)
+            others[np.linalg.norm(own[:, None, :] - self.points[None], axis=2) <= 1e-9] = np.inf
+            best = np.minimum(best, others.min(1))
+        return best
+
+
+def _heading(a: np.ndarray, b: np.ndarray) -> float:
+    """``geometry.heading`` on plain floats (the same value, without building arrays)."""
+    return math.degrees(math.atan2(float(b[1]) - float(a[1]), float(b[0]) - float(a[0]))) % 360.0
+
+
 def _incident_directions(scene: Scene, name: str) -> list[float]:
     """Headings (degrees) of the ink leaving point ``name``: edges, lines and circles through it."""
-    p = scene.p(name)
-    tol = 1e-6 * max(1.0, float(np.abs(np.array(list(scene.points.values()))).max()))
-    out: list[float] = []
-    edges: list[tuple[np.ndarray, np.ndarray, str]] = []
-    for el in scene.elements:
-        if el.kind in ("segment", "line", "ray"):
-            a, b = (scene.p(el.refs[0]), scene.p(el.refs[1])) if el.kind == "segment" else _extended(scene, el)
-            edges.append((a, b, el.kind))
-        elif el.kind == "polygon":
-            n = len(el.refs)
-            edges += [(scene.p(el.refs[i]), scene.p(el.refs[(i + 1) % n]), "segment") for i in range(n)]
-        elif el.kind in ("circle", "arc"):
-            c = scene.p(el.refs[0])
-            r = float(el.attrs["radius"]) if el.kind == "circle" else g.dist(c, scene.p(el.refs[1]))
-            if abs(g.dist(c, p) - r) < tol * 10:
-                h = g.heading(c, p)
-                out += [(h + 90) % 360, (h - 90) % 360, (h + 180) % 360]  # keep labels outside circles
-    for a, b, _kind in edges:
-        if g.dist(a, p) < tol:
-            out.append(g.heading(p, b))
-        elif g.dist(b, p) < tol:
-            out.append(g.heading(p, a))
-        elif g.point_line_distance(p, a, b) < tol and 0 < g.line_param(p, a, b) < 1:
-            out += [g.heading(p, a), g.heading(p, b)]
-    return out
-
-
-def _ink(scene: Scene) -> tuple[np.ndarray, list[tuple[np.ndarray, float]], np.ndarray]:
-    """Straight strokes as an (n, 2, 2) array of end points, circles as (centre, radius), no numbers yet."""
-    segs, circles = [], []
-    for el in scene.elements:
-        if el.kind == "segment":
-            segs.append((scene.p(el.refs[0]), scene.p(el.refs[1])))
-        elif el.kind in ("line", "ray"):
-            segs.append(_extended(scene, el))
-        elif el.kind == "polygon":
-            n = len(el.refs)
-            segs += [(scene.p(el.refs[i]), scene.p(el.refs[(i + 1) % n])) for i in range(n)]
-        elif el.kind == "circle":
-            circles.append((scene.p(el.refs[0]), float(el.attrs["radius"])))
-    return np.array(segs, dtype=float).reshape(-1, 2, 2), circles, np.zeros((0, 2))
-
-
-def _clearance(qs: np.ndarray, segs: np.ndarray, circles: list[tuple[np.ndarray, float]], others: np.ndarray) -> np.ndarray:
-    """For each row of ``qs`` (m, 2): distance to the nearest stroke, circle or other point."""
-    best = np.full(len(qs), np.inf)
-    if len(segs):
-        a, d = segs[:, 0], segs[:, 1] - segs[:, 0]  # (n, 2)
-        rel = qs[:, None, :] - a[None]  # (m, n, 2)
-        t = np.clip((rel * d[None]).sum(2) / np.maximum((d * d).sum(1), 1e-12)[None], 0, 1)
-        best = np.minimum(best, np.linalg.norm(rel - t[..., None] * d[None], axis=2).min(1))
-    for c, r in circles:
-        best = np.minimum(best, np.abs(np.linalg.norm(qs - c, axis=1) - r))
-    if len(others):
-        best = np.minimum(best, np.linalg.norm(qs[:, None, :] - others[None], axis=2).min(1))
-    return best
+    return Ink.of(scene, 1.0).incident_directions(scene.p(name)[None])[0]
 
 
 def label_offset(span: float, heading: float) -> float:
@@ -137,40 +168,54 @@ def label_offset(span: float, heading: float) -> float:
     return 0.05 * span * (1.0 + 0.25 * abs(math.sin(math.radians(2 * heading))))
 
 
-def label_direction(scene: Scene, name: str, span: float | None = None,
-                    ink: tuple[np.ndarray, list, np.ndarray] | None = None) -> float:
-    """Heading for the label of ``name``.
+def label_directions(scene: Scene, names: list[str], span: float, ink: Ink) -> dict[str, float]:
+    """Heading of each of ``names``' labels, all placed in one vectorised pass.
 
-    The label goes where it is clearest of every stroke, circle and other point (up to a comfortable
-    distance); among clear places it prefers the middle of a wide angular gap between the lines
-    through the point, leaning away from the figure.
+    A label goes where it is clearest of every stroke, circle, number and other point (up to a
+    comfortable distance); among clear places it prefers the middle of a wide angular gap between
+    the lines through its point, leaning away from the figure. Candidates: every 10 degrees, plus
+    the middles of the gaps.
     """
+    if not names:
+        return {}
+    ps = np.array([scene.p(n) for n in names], dtype=float)
+    center = ink.points.mean(axis=0)
+    heads, owner, dirs_of, out_h = [], [], [], []
+    for i, (p, incident) in enumerate(zip(ps, ink.incident_directions(ps))):
+        dirs = sorted(set(round(d, 6) for d in incident))
+        outward = p - center
+        out_h.append(g.heading((0, 0), outward) if np.hypot(*outward) > 1e-9 else 90.0)
+        cand = [float(h) for h in range(0, 360, 10)]
+        for k, d in enumerate(dirs):  # middles of the angular gaps
+            nxt = dirs[(k + 1) % len(dirs)] + (360 if k == len(dirs) - 1 else 0)
+            cand.append((d + ((nxt - d) if len(dirs) > 1 else 360.0) / 2) % 360)
+        heads += cand
+        owner += [i] * len(cand)
+        dirs_of.append(dirs)
+    hs, owner = np.array(heads), np.array(owner)
+    rad = np.radians(hs)
+    offsets = 0.05 * span * (1.0 + 0.25 * np.abs(np.sin(2 * rad)))
+    own = ps[owner]
+    qs = own + offsets[:, None] * np.stack([np.cos(rad), np.sin(rad)], axis=1)
+    clear = np.minimum(ink.clearance(qs, own), 0.04 * span) / span
+    width = max(len(d) for d in dirs_of)
+    dirs = np.full((len(names), max(width, 1)), np.nan)
+    for i, d in enumerate(dirs_of):
+        dirs[i, :len(d)] = d
+    # angular distance to the nearest line through the point (inf where none: no line to avoid)
+    diff = np.fmin.reduce(np.abs((hs[:, None] - dirs[owner] + 180) % 360 - 180), axis=1, initial=np.inf)
+    score = 4000.0 * clear + np.minimum(diff, 60.0) + 20.0 * np.cos(np.radians(hs - np.array(out_h)[owner]))
+    bounds = np.flatnonzero(np.diff(owner)) + 1
+    return {name: float(h[int(np.argmax(sc))])
+            for name, h, sc in zip(names, np.split(hs, bounds), np.split(score, bounds))}
+
+
+def label_direction(scene: Scene, name: str, span: float | None = None) -> float:
+    """Heading for the label of ``name``, as ``layout`` places it (see :func:`label_directions`)."""
     if span is None:
         lim = limits(scene)
         span = lim[1] - lim[0]
-    p = scene.p(name)
-    pts = np.array(list(scene.points.values()))
-    outward = p - pts.mean(axis=0)
-    out_h = g.heading((0, 0), outward) if np.hypot(*outward) > 1e-9 else 90.0
-    dirs = sorted(set(round(d, 6) for d in _incident_directions(scene, name)))
-    segs, circles, numbers = ink if ink is not None else _ink(scene)
-    others = np.concatenate([pts[np.linalg.norm(pts - p, axis=1) > 1e-9], numbers.reshape(-1, 2)])
-    candidates = [float(h) for h in range(0, 360, 10)]
-    for i, d in enumerate(dirs):  # middles of the angular gaps
-        nxt = dirs[(i + 1) % len(dirs)] + (360 if i == len(dirs) - 1 else 0)
-        candidates.append((d + ((nxt - d) if len(dirs) > 1 else 360.0) / 2) % 360)
-    hs = np.array(candidates)
-    rad = np.radians(hs)
-    offsets = 0.05 * span * (1.0 + 0.25 * np.abs(np.sin(2 * rad)))
-    qs = p[None] + offsets[:, None] * np.stack([np.cos(rad), np.sin(rad)], axis=1)
-    clear = np.minimum(_clearance(qs, segs, circles, others), 0.04 * span) / span
-    if dirs:
-        diff = np.abs((hs[:, None] - np.array(dirs)[None] + 180) % 360 - 180).min(1)
-    else:
-        diff = np.full(len(hs), 90.0)
-    score = 4000.0 * clear + np.minimum(diff, 60.0) + 20.0 * np.cos(np.radians(hs - out_h))
-    best = float(hs[int(np.argmax(score))])
-    return best
+    return label_directions(scene, [name], span, Ink.of(scene, span))[name]
 
 
 # -- the layout: scene -> draw calls -----------------------------------------------------------
@@ -220,15 +265,12 @@ def layout(scene: Scene, size_px: int = 336, dpi: int = 100) -> tuple[tuple[floa
     lim = limits(scene)
     S = lim[1] - lim[0]
     st = replace(Style.for_size(size_px, dpi), unit=S / size_px * dpi / 72.0)
-    pts = np.array(list(scene.points.values()))
-    center = pts.mean(axis=0)
-    segs, circles, _ = _ink(scene)
-    numbers = np.array([_number_position(scene, el, S, center) for el in scene.elements
-                        if el.kind in ("length_label", "angle_label")]).reshape(-1, 2)
-    ink = (segs, circles, numbers)
+    ink = Ink.of(scene, S)
+    center = ink.points.mean(axis=0)
+    headings = label_directions(scene, [el.refs[0] for el in scene.elements if el.kind == "label"], S, ink)
     calls: list[DrawCall] = []
     for el in sorted(scene.elements, key=lambda e: ORDER[e.kind]):
-        calls += _element_calls(scene, el, S, st, center, ink)
+        calls += _element_calls(scene, el, S, st, center, headings)
     return lim, [_with_zorder(c, i) for i, c in enumerate(calls)]
 
 
@@ -251,7 +293,7 @@ def _with_zorder(c: DrawCall, index: int) -> DrawCall:
         z = 5
     else:
         z = 4
-    return DrawCall(c.method, c.args, (*c.kwargs, ("zorder", z + 0.001 * min(index, 999))))
+    return c.with_kwarg("zorder", z + 0.001 * min(index, 999))
 
 
 def _number_position(scene: Scene, el: Element, S: float, center: np.ndarray) -> np.ndarray:
@@ -268,7 +310,7 @@ def _number_position(scene: Scene, el: Element, S: float, center: np.ndarray) ->
 
 
 def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.ndarray,
-                   ink: tuple[np.ndarray, list, np.ndarray]) -> list[DrawCall]:  # noqa: C901
+                   headings: dict[str, float]) -> list[DrawCall]:  # noqa: C901
     k, P = el.kind, [scene.p(r) for r in el.refs]
     dashed = bool(el.attrs.get("dashed", False))
     if k == "segment":
@@ -328,7 +370,7 @@ def _element_calls(scene: Scene, el: Element, S: float, st: Style, center: np.nd
         return [DrawCall("plot", ([_r(P[0][0])], [_r(P[0][1])]),
                          (("marker", "o"), ("ms", st.dot), ("color", "black"), ("ls", "none")))]
     if k == "label":
-        h = label_direction(scene, el.refs[0], S, ink)
+        h = headings[el.refs[0]]
         return [_text(g.polar(P[0], label_offset(S, h), h), el.refs[0], st.font, st)]
     if k == "length_label":
         text = el.attrs.get("text") or format_number(float(el.attrs["value"]))
