@@ -29,6 +29,7 @@ from data_recipes import dataset_io as io
 from data_recipes.build_manifest import build_manifest, run_text_post_pass
 from data_recipes.build_sample import PARTS_DIR, build_and_write, part_path
 from data_recipes.recipe import Recipe, RecipeError, load_recipe, recipe_diff
+from data_recipes.render import RENDER_MODULES
 
 FORMAT_VERSION = 1
 STATE_FILE = "build.json"  # in DIR/.parts: which recipe this directory is being built for
@@ -155,12 +156,12 @@ def pending_indices(root: Path, recipe: Recipe, shard: Shard) -> list[int]:
 
 def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver where available, else spawn: workers never inherit the parent's threads, locks or
-    matplotlib state. The forkserver imports the engine once and forks every worker from it, so a
-    worker starts in milliseconds instead of re-importing numpy and matplotlib; each worker then
-    keeps its own cached figure."""
+    matplotlib state. The forkserver imports the engine and the renderer's matplotlib modules once
+    and forks every worker from it, so a worker starts in milliseconds instead of re-importing numpy
+    and matplotlib; each worker then keeps its own cached figure."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["data_recipes.build_sample"])
+        context.set_forkserver_preload(["data_recipes.build_sample", *RENDER_MODULES])
         return context
     return multiprocessing.get_context("spawn")
 

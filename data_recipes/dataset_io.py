@@ -195,8 +195,9 @@ def _conversations(caption: str) -> list[dict[str, str]]:
 
 
 def _path_for(root: Path, rel: str, json_dir: Path, relative: bool) -> str:
-    target = (root / rel).resolve()
-    return os.path.relpath(target, json_dir.resolve()) if relative else str(target)
+    """``rel`` (a path inside ``root``) as the JSON file writes it; ``root`` and ``json_dir`` resolved already."""
+    target = os.path.normpath(root / rel)
+    return os.path.relpath(target, json_dir) if relative else target
 
 
 def reference_image_negatives(
@@ -210,7 +211,7 @@ def reference_image_negatives(
         json_dir: the directory the JSON file will be written to.
         relative: paths relative to ``json_dir`` instead of absolute paths.
     """
-    root, json_dir = Path(root), Path(json_dir)
+    root, json_dir = Path(root).resolve(), Path(json_dir).resolve()
     return [
         {
             "positive_image_path": _path_for(root, s["image"], json_dir, relative),
@@ -226,7 +227,7 @@ def reference_text_negatives(
     samples: Sequence[Mapping[str, Any]], root: str | Path, json_dir: str | Path, *, relative: bool = False
 ) -> list[dict[str, Any]]:
     """Entries of ``text_negatives.json`` (all caption negatives, every kind) for samples that have any."""
-    root, json_dir = Path(root), Path(json_dir)
+    root, json_dir = Path(root).resolve(), Path(json_dir).resolve()
     return [
         {
             "positive_image_path": _path_for(root, s["image"], json_dir, relative),

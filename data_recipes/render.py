@@ -18,6 +18,9 @@ from data_recipes.layout import layout
 from data_recipes.scene import Scene
 
 Layout = tuple[tuple[float, ...], list[DrawCall]]  # what ``layout`` returns: data window, draw calls
+# Imported lazily by the fast path; a process pool imports them once, before it forks its workers.
+RENDER_MODULES = ("matplotlib.backends.backend_agg", "matplotlib.figure", "matplotlib.patches",
+                  "matplotlib.textpath", "PIL.PngImagePlugin")
 
 
 # -- the three paths -------------------------------------------------------------------------
