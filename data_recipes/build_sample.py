@@ -66,10 +66,11 @@ def _error_reason(err: BaseException) -> str:
 
 
 def _render(recipe: Recipe, scene: Any) -> tuple[np.ndarray, Layout]:
-    """The scene's image and its layout (kept to write the scene's script without laying it out again)."""
+    """The scene's (grey, one-channel) image and its layout (kept to write the scene's script without
+    laying it out again)."""
     size, dpi = recipe.image.size_px, recipe.image.dpi
     laid_out = layout(scene, size, dpi)
-    return engine.render_array(scene, size_px=size, dpi=dpi, laid_out=laid_out), laid_out
+    return engine.render_array(scene, size_px=size, dpi=dpi, laid_out=laid_out, gray=True), laid_out
 
 
 def _script(recipe: Recipe, scene: Any, laid_out: Layout) -> bytes:
