@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from data_recipes import geometry as g
 from data_recipes.scene import Scene
@@ -109,6 +110,7 @@ SIGNATURES: dict[str, tuple[tuple[Callable[[str], str], ...], bool]] = {
 }
 
 
+@lru_cache(maxsize=1 << 16)  # a build parses the same few hundred fact strings again and again
 def parse_fact(s: str) -> Fact:
     """Parse a fact string; raises ValueError naming the string and the expected form."""
     m = _FACT_RE.match(s.strip())
@@ -123,6 +125,7 @@ def parse_fact(s: str) -> Fact:
     return Fact(name, args, value)
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical(s: str | Fact) -> str:
     """The canonical string of a fact (``parallel(CD,AB)`` -> ``parallel(AB,CD)``)."""
     f = parse_fact(s) if isinstance(s, str) else s

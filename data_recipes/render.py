@@ -124,7 +124,10 @@ def render_array(scene: Scene, size_px: int = 336, dpi: int = 100, laid_out: Lay
     if not gray:
         return rgba[..., :3].copy()
     packed = rgba.view("<u4")[..., 0]  # R in the low byte whatever the machine's byte order
-    if ((packed ^ (packed >> 8)) & 0xFFFF).any():  # R != G or G != B somewhere
+    spread = packed >> 8
+    spread ^= packed
+    spread &= 0xFFFF  # (R ^ G) | (G ^ B) << 8, in place
+    if spread.any():
         raise ValueError("render_array(gray=True): the drawing has colour; render it with gray=False")
     return rgba[..., 0].copy()
 

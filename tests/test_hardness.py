@@ -41,6 +41,20 @@ def test_box_restricted_measures_equal_the_whole_image_definition(shape, box):
     assert ssim(a, b) < 1.0 and changed_fraction(a, b) > 0
 
 
+@pytest.mark.parametrize("shape", [(90, 100), (90, 100, 3)])
+def test_separate_clusters_of_change_give_the_whole_image_ssim(shape):
+    """Changes far apart are measured cluster by cluster: the sum over clusters is the whole-image SSIM,
+    whether the clusters are further apart than a window, exactly a window apart, or just closer."""
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    for gap in (0, 1, 5, 6, 7, 40):  # empty rows or columns between changed blocks
+        b = a.copy()
+        b[10:14, 10:15] = 255 - b[10:14, 10:15]
+        b[14 + gap:18 + gap, 10:15] = 0  # below the first block, same columns
+        b[10:14, 15 + gap:20 + gap] = 255  # beside it, same rows
+        assert ssim(a, b) == pytest.approx(_whole_image_ssim(a, b), abs=1e-9), gap
+
+
 def test_identical_images_are_not_changed_and_fully_similar():
     a = np.full((32, 32, 3), 255, dtype=np.uint8)
     a[10:20, 5] = 0

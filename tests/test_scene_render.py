@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_recipes.draw_calls import DrawCall
 from data_recipes.engine import (
     candidate_negatives,
     emit_script,
@@ -18,7 +19,7 @@ from data_recipes.engine import (
     render_naive,
 )
 from data_recipes.facts import canonical, check_facts, holds, parse_fact, rename_fact
-from data_recipes.layout import _incident_directions, label_direction
+from data_recipes.layout import _incident_directions, label_direction, layout
 from data_recipes.scene import Element, Scene
 
 # -- scene model ------------------------------------------------------------------------------
@@ -140,6 +141,22 @@ def test_encode_png_round_trips_and_is_deterministic():
     png = encode_png(img)
     assert png == encode_png(render_array(d.scene))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), img)
+
+
+@pytest.mark.parametrize("family", ["coordinate_grid", "sector", "triangle_isosceles"])
+def test_gray_rendering_is_the_images_one_channel(family):
+    """The builder's one-channel path: same pixels, same PNG bytes; a drawing with colour is refused."""
+    d = generate_diagram(family, np.random.default_rng(3))
+    rgb, gray = render_array(d.scene, 224), render_array(d.scene, 224, gray=True)
+    assert gray.shape == (224, 224) and gray.dtype == np.uint8
+    assert all(np.array_equal(rgb[..., c], gray) for c in range(3))
+    assert encode_png(gray) == encode_png(rgb)
+    lim, calls = layout(d.scene, 224)
+    red = DrawCall("plot", ([lim[0], lim[1]], [lim[2], lim[3]]), (("color", "red"), ("lw", 2.0), ("zorder", 9.0)))
+    with pytest.raises(ValueError, match="colour"):
+        render_array(d.scene, 224, laid_out=(lim, [*calls, red]), gray=True)
+    coloured = render_array(d.scene, 224, laid_out=(lim, [*calls, red]))
+    assert (coloured[..., 0] != coloured[..., 1]).any()
 
 
 def _sample_scenes():
