@@ -1,8 +1,8 @@
 """Builder throughput vs the naive baseline, and worker scaling.
 
-Measures, in one run and on the same diagrams, after both paths have warmed up (imports, font and
-glyph caches, the cached canvas) on a small build of another seed, whose time is printed as the
-builder's cold start:
+Measures, in one run and on the same diagrams, steady-state throughput: first every path warms up
+on a small build of another seed (imports, font and glyph caches, the cached canvas, the worker
+pool's forkserver, which later pools of the process reuse), and those cold starts are printed too.
 
 1. the builder (`build_dataset`, 1 worker): images per second (positives + kept negatives, PNG and
    script written, candidates rendered, hardness measured, rejects included in the time);
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         time_naive(warm, read_samples(tmp / "warm")[:3], tmp / "warm_naive")
         print(f"cold start        : {n0:5d} images, {w0:7.2f} s wall = {n0 / w0:6.1f} img/s "
               f"(the first build in a fresh process: imports, caches)")
+        w0, c0, n0 = time_builder(warm, tmp / "warm2", workers=2)
+        print(f"cold start, 2 w.  : {n0:5d} images, {w0:7.2f} s wall = {n0 / w0:6.1f} img/s "
+              f"(the first pool: starting its forkserver, importing the engine there)")
         w1, c1, n1 = time_builder(recipe, tmp / "w1", workers=1)
         print(f"builder, 1 worker : {n1:5d} images, {w1:7.2f} s wall = {n1 / w1:6.1f} img/s; "
               f"{c1:7.2f} s CPU = {n1 / c1:6.1f} img/s per core")
