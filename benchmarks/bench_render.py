@@ -41,7 +41,7 @@ def time_both(scenes: list, size: int, out_dir: str) -> tuple[float, float]:
     fast = naive = 0.0
     for i, s in enumerate(scenes):
         t0 = time.perf_counter()
-        png = encode_png(render_array(s, size))
+        png = encode_png(render_array(s, size, gray=True))  # the builder's path: one grey channel
         with open(os.path.join(out_dir, f"fast{i}.png"), "wb") as f:
             f.write(png)
         t1 = time.perf_counter()
