@@ -115,8 +115,8 @@ def _runs(mask: np.ndarray, window: int) -> list[tuple[int, int]]:
     """(start, end) of the groups of True in ``mask``, split where ``window - 1`` or more False lie between."""
     idx = np.flatnonzero(mask)
     cuts = np.flatnonzero(np.diff(idx) >= window)
-    starts, ends = np.r_[idx[0], idx[cuts + 1]], np.r_[idx[cuts], idx[-1]] + 1
-    return [(int(s), int(e)) for s, e in zip(starts, ends)]
+    starts, ends = [int(idx[0]), *idx[cuts + 1].tolist()], [*idx[cuts].tolist(), int(idx[-1])]
+    return [(s, e + 1) for s, e in zip(starts, ends)]
 
 
 def _local_ssim(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int], window: int) -> np.ndarray:
