@@ -84,6 +84,7 @@ class Ink:
 
     @classmethod
     def of(cls, scene: Scene, span: float) -> Ink:
+        """The ink of ``scene``; ``span`` (the side of its data window) places the numbers."""
         segs, circles, rings = [], [], []
         for el in scene.elements:
             if el.kind == "segment":
