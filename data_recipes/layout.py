@@ -80,6 +80,7 @@ class Ink:
     circles: np.ndarray  # (c, 3) circles as centre x, y and radius
     rings: np.ndarray  # (r, 3) circles and arcs: a point on one keeps its label outside
     points: np.ndarray  # (p, 2) every point of the scene
+    center: np.ndarray  # (2,) their mean: numbers and labels sit on the side away from it
     numbers: np.ndarray  # (m, 2) centres of the written numbers
 
     @classmethod
@@ -106,7 +107,8 @@ class Ink:
         numbers = [_number_position(scene, el, span, center) for el in scene.elements
                    if el.kind in ("length_label", "angle_label")]
         return cls(np.array(segs, dtype=float).reshape(-1, 2, 2), np.array(circles, dtype=float).reshape(-1, 3),
-                   np.array(rings, dtype=float).reshape(-1, 3), points, np.array(numbers, dtype=float).reshape(-1, 2))
+                   np.array(rings, dtype=float).reshape(-1, 3), points, center,
+                   np.array(numbers, dtype=float).reshape(-1, 2))
 
     def incident_directions(self, ps: np.ndarray) -> list[list[float]]:
         """For each point of ``ps`` (k, 2): headings (degrees) of the ink leaving it, through edges,
@@ -180,11 +182,10 @@ def label_directions(scene: Scene, names: list[str], span: float, ink: Ink) -> d
     if not names:
         return {}
     ps = np.array([scene.p(n) for n in names], dtype=float)
-    center = ink.points.mean(axis=0)
     heads, owner, dirs_of, out_h = [], [], [], []
     for i, (p, incident) in enumerate(zip(ps, ink.incident_directions(ps))):
         dirs = sorted(set(round(d, 6) for d in incident))
-        outward = p - center
+        outward = p - ink.center
         out_h.append(g.heading((0, 0), outward) if np.hypot(*outward) > 1e-9 else 90.0)
         cand = [float(h) for h in range(0, 360, 10)]
         for k, d in enumerate(dirs):  # middles of the angular gaps
@@ -267,11 +268,10 @@ def layout(scene: Scene, size_px: int = 336, dpi: int = 100) -> tuple[tuple[floa
     S = lim[1] - lim[0]
     st = replace(Style.for_size(size_px, dpi), unit=S / size_px * dpi / 72.0)
     ink = Ink.of(scene, S)
-    center = ink.points.mean(axis=0)
     headings = label_directions(scene, [el.refs[0] for el in scene.elements if el.kind == "label"], S, ink)
     calls: list[DrawCall] = []
     for el in sorted(scene.elements, key=lambda e: ORDER[e.kind]):
-        calls += _element_calls(scene, el, S, st, center, headings)
+        calls += _element_calls(scene, el, S, st, ink.center, headings)
     return lim, [_with_zorder(c, i) for i, c in enumerate(calls)]
 
 
