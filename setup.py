@@ -55,7 +55,7 @@ setup(
             "mmclip-train=mmclip_plugin.cli:train_main",
             "mmclip-eval=mmclip_plugin.cli:eval_main",
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
-            "mmclip-export=mmclip_plugin.export:main",
+            "mmclip-export=mmclip_plugin.tower.hf_export:main",
             "mmgeolm=mmgeolm.cli:main",
         ],
     },

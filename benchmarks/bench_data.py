@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_recipes import engine
-from data_recipes.build import BUILD_INFO_FILE, build_dataset
-from data_recipes.dataset_io import read_json, read_samples
-from data_recipes.recipe import Recipe, build_recipe
+from data_recipes.build.recipe import Recipe, build_recipe
+from data_recipes.build.runner import BUILD_INFO_FILE, build_dataset
+from data_recipes.diagrams import engine
+from data_recipes.formats.dataset import read_json, read_samples
 
 
 def make_recipe(num: int, size_px: int, per_positive: int, seed: int) -> Recipe:

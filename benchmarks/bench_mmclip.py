@@ -9,7 +9,7 @@ model on random tensors:
 * ``clip``: plain open_clip training, ``open_clip.loss.ClipLoss`` on image-caption pairs (goal: ours
   >= 0.9x its images/s and <= 1.1x its peak memory);
 * ``loop``: our forward with the reference's per-sample Python-loop loss
-  (:func:`~mmclip_plugin.losses_reference.reference_loop_loss`; goal: ours faster).
+  (:func:`~mmclip_plugin.losses.reference.reference_loop_loss`; goal: ours faster).
 
 Step times are medians over rounds that alternate the variants in one process (fair on a shared,
 noisy machine). Peak memory is measured in a fresh process per variant: on CUDA
@@ -98,7 +98,7 @@ def step_fn(args: argparse.Namespace, model: Any, loss_cfg: Any, batch: dict[str
     from open_clip.loss import ClipLoss
 
     from mmclip_plugin.losses import HardNegativeLoss
-    from mmclip_plugin.losses_reference import reference_loop_loss
+    from mmclip_plugin.losses.reference import reference_loop_loss
     from mmclip_plugin.train import ContrastiveForward
 
     device = batch["images"].device
@@ -213,7 +213,7 @@ def run_variant(variant: str, argv: list[str]) -> dict[str, Any]:
 def loss_only(args: argparse.Namespace) -> dict[str, float]:
     """Forward + backward seconds of the two hard-negative losses alone, on random features."""
     from mmclip_plugin.losses import HardNegativeLoss, LossConfig
-    from mmclip_plugin.losses_reference import reference_loop_loss
+    from mmclip_plugin.losses.reference import reference_loop_loss
 
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)

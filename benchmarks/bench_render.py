@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from data_recipes.engine import (
+from data_recipes.diagrams.engine import (
     candidate_negatives,
     encode_png,
     generate_diagram,

@@ -73,7 +73,7 @@ def make_captions(n: int, seed: int = 0) -> list[str]:
 
 
 def _ours(captions: list[str], k: int) -> list[list[float]]:
-    from data_recipes.retrieval import retrieve_neighbours
+    from data_recipes.text_negatives.retrieval import retrieve_neighbours
 
     return [r.scores for r in retrieve_neighbours(captions, k)]
 
@@ -85,7 +85,7 @@ def _dense(captions: list[str], k: int, dtype: str = "float64") -> list[list[flo
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
-    from data_recipes.retrieval import STOP_WORDS, TOKEN_PATTERN, normalise_caption
+    from data_recipes.text_negatives.retrieval import STOP_WORDS, TOKEN_PATTERN, normalise_caption
 
     x = TfidfVectorizer(dtype=np.dtype(dtype), stop_words=list(STOP_WORDS), token_pattern=TOKEN_PATTERN).fit_transform(captions)
     sims = cosine_similarity(x)  # (N, N) dense
@@ -111,7 +111,7 @@ def child(mode: str, n: int, k: int, seed: int, dtype: str) -> None:
 
     import sklearn.metrics.pairwise  # noqa: F401
 
-    import data_recipes.retrieval  # noqa: F401  (imports are not part of the measurement)
+    import data_recipes.text_negatives.retrieval  # noqa: F401  (imports are not part of the measurement)
 
     captions = make_captions(n, seed)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_recipes.sandbox import Sandbox
+from data_recipes.external.sandbox import Sandbox
 
 TEMPLATE = """
 import sys

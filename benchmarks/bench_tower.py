@@ -1,6 +1,6 @@
 """Vision-tower forward throughput: MMCLIPVisionTower vs upstream LLaVA's CLIPVisionTower, same weights.
 
-One random open_clip ViT is saved as an MMCLIP checkpoint and exported (``mmclip_plugin.export``) to a
+One random open_clip ViT is saved as an MMCLIP checkpoint and exported (``mmclip_plugin.tower.hf_export``) to a
 transformers CLIPVisionModel directory; upstream's ``CLIPVisionTower`` loads the export, ours loads
 the checkpoint. Both run the same batch, interleaved in the same process (so background load hits
 both alike), with LLaVA-1.5's settings (``mm_vision_select_layer=-2``, ``'patch'``). Printed: the
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from llava_patches.compat import get_upstream_symbol
-from mmclip_plugin.export import export_hf_clip
 from mmclip_plugin.model import ModelConfig, create_model
-from mmclip_plugin.tower import MMCLIPVisionTower
+from mmclip_plugin.tower.hf_export import export_hf_clip
+from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

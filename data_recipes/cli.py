@@ -12,11 +12,11 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("data_recipes.build", "build a diagram data set with image hard negatives from a recipe YAML"),
-    "text-negatives": ("data_recipes.text_negatives", "rule- and retrieval-based caption negatives"),
-    "perturb-script": ("data_recipes.script_perturb", "image negatives from one external matplotlib script"),
-    "perturb-batch": ("data_recipes.script_batch", "image negatives for a folder of scripts or a reference data set"),
-    "import": ("data_recipes.importers", "import reference-format JSON or (script, caption) folders"),
+    "build": ("data_recipes.build.runner", "build a diagram data set with image hard negatives from a recipe YAML"),
+    "text-negatives": ("data_recipes.text_negatives.generate", "rule- and retrieval-based caption negatives"),
+    "perturb-script": ("data_recipes.external.perturb", "image negatives from one external matplotlib script"),
+    "perturb-batch": ("data_recipes.external.batch", "image negatives for a folder of scripts or a reference data set"),
+    "import": ("data_recipes.build.importers", "import reference-format JSON or (script, caption) folders"),
 }
 
 

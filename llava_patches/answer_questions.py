@@ -1,8 +1,8 @@
 """``python -m llava_patches.answer_questions``: answer a question file with a LLaVA checkpoint and score it.
 
 The question file is JSONL with ``image`` (relative to ``--image-folder``), ``question`` and
-``answer`` (as written by ``data_recipes.llava_format``); answers are scored by exact match
-(``data_recipes.questions.exact_match``). Writes ``answers.jsonl`` (one line per question, with the
+``answer`` (as written by ``data_recipes.formats.llava``); answers are scored by exact match
+(``data_recipes.diagrams.questions.exact_match``). Writes ``answers.jsonl`` (one line per question, with the
 prediction and whether it matched) and ``score.json`` (overall and per question kind).
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_recipes.dataset_io import atomic_write_text
-from data_recipes.questions import exact_match
+from data_recipes.diagrams.questions import exact_match
+from data_recipes.formats.dataset import atomic_write_text
 from llava_patches.loader import load_pretrained_model
 from llava_patches.predict import answer, load_image
 

@@ -4,7 +4,7 @@ Upstream ``llava/model/llava_arch.py`` imports ``build_vision_tower`` *by name*,
 binding is the one that matters (it builds the tower in ``LlavaMetaModel.__init__`` on reload and in
 ``initialize_vision_modules`` during training); the definition in ``multimodal_encoder/builder.py`` is
 patched too for code that calls it directly. Each patched binding gets a dispatcher that builds an
-:class:`mmclip_plugin.tower.MMCLIPVisionTower` for our names and hands every other name to the
+:class:`mmclip_plugin.tower.vision_tower.MMCLIPVisionTower` for our names and hands every other name to the
 original function it replaced. Nothing happens at import time; :func:`register` is explicit,
 idempotent and undone by :func:`unregister` or on leaving :func:`registered`.
 """
@@ -35,7 +35,7 @@ def tower_name_of(vision_tower_cfg: Any) -> Any:
 def _make_dispatcher(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> Any:
-        from mmclip_plugin.tower import MMCLIPVisionTower, is_mmclip_name
+        from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower, is_mmclip_name
 
         name = tower_name_of(vision_tower_cfg)
         if isinstance(name, str) and is_mmclip_name(name):

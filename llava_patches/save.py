@@ -57,7 +57,7 @@ def save_tower_checkpoint(tower: Any, directory: str | Path, metadata: dict | No
     Under ZeRO-3 call it inside :func:`gathered` (entered on every rank, written on one).
 
     Args:
-        tower: an :class:`mmclip_plugin.tower.MMCLIPVisionTower` that is loaded.
+        tower: an :class:`mmclip_plugin.tower.vision_tower.MMCLIPVisionTower` that is loaded.
         directory: target checkpoint directory.
         metadata: extra provenance stored in the checkpoint's config.
 
@@ -65,7 +65,7 @@ def save_tower_checkpoint(tower: Any, directory: str | Path, metadata: dict | No
         TypeError: ``tower`` is not a loaded MMCLIP tower.
         RuntimeError: its parameters are ZeRO-3 partitions (not gathered).
     """
-    from mmclip_plugin.tower import MMCLIPVisionTower
+    from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
     if not isinstance(tower, MMCLIPVisionTower):
         raise TypeError(f"only an MMCLIP tower can be saved as an MMCLIP checkpoint, got {type(tower).__name__}")

@@ -26,7 +26,7 @@ from llava_patches.save import TOWER_SUBDIR, TOWER_SUBDIR_KEY, gathered, save_to
 
 def unfreeze_tower(model: Any) -> torch.nn.Module:
     """Make the model's vision tower trainable in the dtype of the language model's parameters."""
-    from mmclip_plugin.tower import MMCLIPVisionTower
+    from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
     tower = model.get_vision_tower()
     if not isinstance(tower, MMCLIPVisionTower) or not tower.is_loaded:

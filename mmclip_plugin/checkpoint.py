@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import save_config
-from .model import MMCLIPModel, check_checkpoint_dir
+from mmclip_plugin.config import save_config
+from mmclip_plugin.model import MMCLIPModel, check_checkpoint_dir
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -125,7 +125,7 @@ def load_model_weights(model: MMCLIPModel, path: str | os.PathLike) -> None:
     """Load a checkpoint's safetensors weights into an already built model of the same architecture."""
     from safetensors.torch import load_file
 
-    from .model import WEIGHTS_FILE
+    from mmclip_plugin.model import WEIGHTS_FILE
 
     state = load_file(str(Path(path) / WEIGHTS_FILE))
     missing, unexpected = model.clip.load_state_dict(state, strict=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, load_config
+from mmclip_plugin.config import ConfigError, load_config
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -37,11 +37,11 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.print_config:
         import yaml
 
-        from .config import config_to_dict
+        from mmclip_plugin.config import config_to_dict
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
-    from .train import train  # torch and open_clip load only when training
+    from mmclip_plugin.train import train  # torch and open_clip load only when training
 
     result = train(cfg, resume=args.resume)
     if result.history:
@@ -77,8 +77,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
 def eval_main(argv: list[str] | None = None) -> int:
     """Entry point of ``mmclip-eval`` (hard-negative accuracy of checkpoints); returns the exit status."""
     args = build_eval_parser().parse_args(argv)
-    from .evaluate import EvalConfig, evaluate_checkpoints, format_summary
-    from .train import write_json
+    from mmclip_plugin.evaluate import EvalConfig, evaluate_checkpoints, format_summary
+    from mmclip_plugin.train import write_json
 
     try:
         cfg = EvalConfig(split=args.split, batch_size=args.batch_size, image_negatives=args.image_negatives,
@@ -99,7 +99,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, next(iter(results.values())) if len(results) == 1 else results)
     if args.plot:
-        from .plots import plot_results
+        from mmclip_plugin.plots import plot_results
 
         plot_results(results, args.plot)
     return 0
@@ -125,7 +125,9 @@ def build_ablate_parser() -> argparse.ArgumentParser:
 def ablate_main(argv: list[str] | None = None) -> int:
     """Entry point of ``mmclip-ablate`` (the paper's comparison of negative types); returns the exit status."""
     args = build_ablate_parser().parse_args(argv)
-    from .ablation import get_arm, list_arms, load_ablation, run_ablation
+    from mmclip_plugin.ablation.arms import get_arm, list_arms
+    from mmclip_plugin.ablation.config import load_ablation
+    from mmclip_plugin.ablation.run import run_ablation
 
     if args.list_arms:
         for name in list_arms():

@@ -23,8 +23,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .losses import LossConfig
-from .model import PRECISIONS, ModelConfig
+from mmclip_plugin.losses import LossConfig
+from mmclip_plugin.model import PRECISIONS, ModelConfig
 
 SAMPLE_MODES = ("fixed", "random")
 TEXT_KINDS = ("perturbation", "rule", "retrieval")

@@ -28,13 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .data import BadRecord, Collate, ContrastiveDataset, build_dataset
-from .distributed import DistEnv, all_reduce_mean, barrier, destroy_distributed, init_distributed
-from .losses import TERM_NAMES, HardNegativeLoss, check_scalars, configure_scalars
-from .model import MMCLIPModel, create_model
-from .sampler import GroupedBatchSampler, RandomBatchSampler
+from mmclip_plugin import checkpoint as ckpt
+from mmclip_plugin.config import TrainConfig
+from mmclip_plugin.data import BadRecord, Collate, ContrastiveDataset, build_dataset
+from mmclip_plugin.distributed import DistEnv, all_reduce_mean, barrier, destroy_distributed, init_distributed
+from mmclip_plugin.losses import TERM_NAMES, HardNegativeLoss, check_scalars, configure_scalars
+from mmclip_plugin.model import MMCLIPModel, create_model
+from mmclip_plugin.sampler import GroupedBatchSampler, RandomBatchSampler
 
 MAX_LOGIT_SCALE = math.log(100.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from data_recipes.llava_format import write_llava_data
+from data_recipes.formats.llava import write_llava_data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

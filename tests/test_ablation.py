@@ -6,16 +6,9 @@ import pytest
 import yaml
 from mmclip_fixtures import make_dataset_dir
 
-from mmclip_plugin.ablation import (
-    AblationConfig,
-    arm_config,
-    get_arm,
-    images_per_step,
-    list_arms,
-    load_ablation,
-    register_arm,
-)
-from mmclip_plugin.ablation_report import mean_tree, summarise_seeds
+from mmclip_plugin.ablation.arms import get_arm, list_arms, register_arm
+from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step, load_ablation
+from mmclip_plugin.ablation.report import mean_tree, summarise_seeds
 from mmclip_plugin.cli import ablate_main
 from mmclip_plugin.config import ConfigError
 

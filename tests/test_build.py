@@ -12,11 +12,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from data_recipes import engine
-from data_recipes.build import BUILD_INFO_FILE, BuildRefused, Shard, build_dataset
-from data_recipes.build_sample import PARTS_DIR
+from data_recipes.build.recipe import build_recipe, load_recipe
+from data_recipes.build.runner import BUILD_INFO_FILE, BuildRefused, Shard, build_dataset
+from data_recipes.build.sample import PARTS_DIR
 from data_recipes.cli import main
-from data_recipes.dataset_io import (
+from data_recipes.diagrams import engine
+from data_recipes.formats.dataset import (
     PROMPT,
     DatasetFormatError,
     read_json,
@@ -24,7 +25,6 @@ from data_recipes.dataset_io import (
     read_samples,
     validate_samples,
 )
-from data_recipes.recipe import build_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "data_recipes" / "recipes" / "tiny.yaml"
@@ -245,7 +245,7 @@ def _failing_family(rng):
 @pytest.fixture
 def broken_family():
     """A family registered for this test only (the real registry, in this process: workers=1)."""
-    from data_recipes import families
+    from data_recipes.diagrams import families
 
     name = "test_broken_family"
     families.register_family(name)(_failing_family)
@@ -329,7 +329,7 @@ def test_build_dataset_refuses_bad_shard_and_other_builds(reference):
 
 
 def test_contact_sheet_rows_show_each_family_first():
-    from data_recipes.contact_sheet import choose_rows
+    from data_recipes.build.contact_sheet import choose_rows
 
     records = [{"id": str(i), "index": i, "family": "ab"[i >= 4], "negatives": [{}] if i != 1 else []} for i in range(8)]
     assert [r["index"] for r in choose_rows(records, 2)] == [0, 4]

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from mmclip_plugin.export import EXPORT_INFO, export_hf_clip, main
 from mmclip_plugin.model import ModelConfig, create_model
-from mmclip_plugin.protocol import ImageProcessorProtocol, VisionTowerProtocol
-from mmclip_plugin.tower import MMCLIPVisionTower
+from mmclip_plugin.tower.hf_export import EXPORT_INFO, export_hf_clip, main
+from mmclip_plugin.tower.protocol import ImageProcessorProtocol, VisionTowerProtocol
+from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 # (quick_gelu, vision_cfg): the shipped tiny gelu ViT, and a quick_gelu one with other head/mlp/eps settings

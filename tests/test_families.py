@@ -5,12 +5,12 @@ import re
 import numpy as np
 import pytest
 
-from data_recipes import geometry as g
-from data_recipes.engine import generate_diagram, list_families
-from data_recipes.facts import canonical, check_facts, classify_polygon, parse_fact
-from data_recipes.families import get_family, register_family
-from data_recipes.marks import false_marks, scale_errors
-from data_recipes.scene import Scene
+from data_recipes.diagrams import geometry as g
+from data_recipes.diagrams.engine import generate_diagram, list_families
+from data_recipes.diagrams.facts import canonical, check_facts, classify_polygon, parse_fact
+from data_recipes.diagrams.families import get_family, register_family
+from data_recipes.diagrams.marks import false_marks, scale_errors
+from data_recipes.diagrams.scene import Scene
 
 FAMILIES = list_families()
 SEEDS = [0, 1, 2, 3, 4]
@@ -99,7 +99,7 @@ def test_quadrilateral_geometry_of_generated_squares():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_many_seeds_with_negatives(family):
-    from data_recipes.engine import candidate_negatives
+    from data_recipes.diagrams.engine import candidate_negatives
 
     for seed in range(100, 150):
         d = generate_diagram(family, np.random.default_rng(seed))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from data_recipes.hardness import CHANGED_PIXEL_THRESHOLD, changed_fraction, image_hardness, ssim
+from data_recipes.diagrams.hardness import CHANGED_PIXEL_THRESHOLD, changed_fraction, image_hardness, ssim
 
 
 def _whole_image_ssim(a, b, window=7):

@@ -9,13 +9,13 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from mmclip_plugin.image_processor import (
+from mmclip_plugin.tower.image_processor import (
     MMCLIPImageProcessor,
     build_hf_image_processor,
     build_image_processor,
     processor_kwargs,
 )
-from mmclip_plugin.protocol import ImageProcessorProtocol
+from mmclip_plugin.tower.protocol import ImageProcessorProtocol
 
 PREPROCESS_CFGS = {
     "clip-64-bicubic": PreprocessCfg(size=64),
@@ -65,7 +65,7 @@ def test_tower_processor_matches_the_checkpoint_models_preprocess_val(tmp_path):
     from types import SimpleNamespace
 
     from mmclip_plugin.model import ModelConfig, create_model
-    from mmclip_plugin.tower import MMCLIPVisionTower
+    from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
     model = create_model(ModelConfig(name="mmclip-tiny-vit"))
     ckpt = model.save_pretrained(tmp_path / "ckpt")

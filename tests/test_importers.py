@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_recipes import cli, dataset_io
-from data_recipes.hardness import image_hardness
-from data_recipes.importers import ImportRecordError, caption_from_conversations
+from data_recipes import cli
+from data_recipes.build.importers import ImportRecordError, caption_from_conversations
+from data_recipes.diagrams.hardness import image_hardness
+from data_recipes.formats import dataset as dataset_io
 from mmclip_plugin import data as mmclip_data
 
 

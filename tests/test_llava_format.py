@@ -1,4 +1,4 @@
-"""LLaVA stage-1/2 JSON and held-out questions from a built data set (data_recipes.llava_format)."""
+"""LLaVA stage-1/2 JSON and held-out questions from a built data set (data_recipes.formats.llava)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from data_recipes.cli import main as data_main
-from data_recipes.dataset_io import read_samples, write_samples
-from data_recipes.llava_format import write_llava_data
+from data_recipes.formats.dataset import read_samples, write_samples
+from data_recipes.formats.llava import write_llava_data
 
 TINY = Path(__file__).resolve().parents[1] / "data_recipes" / "recipes" / "tiny.yaml"
 

@@ -20,7 +20,7 @@ from mmclip_plugin.losses import (
     list_losses,
     register_loss,
 )
-from mmclip_plugin.losses_reference import reference_loop_loss
+from mmclip_plugin.losses.reference import reference_loop_loss
 
 DT = torch.float64
 ATOL = 1e-10

@@ -4,17 +4,17 @@ import functools
 import numpy as np
 import pytest
 
-from data_recipes.engine import (
+from data_recipes.diagrams.engine import (
     candidate_negatives,
     generate_diagram,
     list_families,
     list_perturbations,
     render_array,
 )
-from data_recipes.facts import check_facts, holds
-from data_recipes.hardness import image_hardness
-from data_recipes.marks import false_marks
-from data_recipes.perturbations import get_perturbation, register_perturbation
+from data_recipes.diagrams.facts import check_facts, holds
+from data_recipes.diagrams.hardness import image_hardness
+from data_recipes.diagrams.marks import false_marks
+from data_recipes.diagrams.perturbations import get_perturbation, register_perturbation
 
 TYPES = list_perturbations()
 SEEDS = (0, 1)

@@ -1,4 +1,4 @@
-"""Held-out questions from a diagram's facts (data_recipes.questions), on samples built by the real engine."""
+"""Held-out questions from a diagram's facts (data_recipes.diagrams.questions), on samples built by the real engine."""
 from __future__ import annotations
 
 from collections import Counter
@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 
 from data_recipes.cli import main as data_main
-from data_recipes.dataset_io import read_samples
-from data_recipes.facts import parse_fact
-from data_recipes.questions import exact_match, make_questions, normalise_answer, questions_for_sample
+from data_recipes.diagrams.facts import parse_fact
+from data_recipes.diagrams.questions import (
+    exact_match,
+    make_questions,
+    normalise_answer,
+    questions_for_sample,
+)
+from data_recipes.formats.dataset import read_samples
 
 TINY = Path(__file__).resolve().parents[1] / "data_recipes" / "recipes" / "tiny.yaml"
 

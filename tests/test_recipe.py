@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_recipes import engine
+from data_recipes.build.recipe import RecipeError, build_recipe, load_recipe, recipe_diff
 from data_recipes.cli import main
-from data_recipes.recipe import RecipeError, build_recipe, load_recipe, recipe_diff
+from data_recipes.diagrams import engine
 
 RECIPES = Path(__file__).resolve().parents[1] / "data_recipes" / "recipes"
 

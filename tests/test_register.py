@@ -102,7 +102,7 @@ def test_other_names_are_delegated_to_upstream(name):
 def test_mmclip_names_build_our_tower_through_the_binding_upstream_uses(checkpoint):
     from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 
-    from mmclip_plugin.tower import MMCLIPVisionTower
+    from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
     config = LlavaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -6,8 +6,8 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from data_recipes import retrieval
-from data_recipes.retrieval import (
+from data_recipes.text_negatives import retrieval
+from data_recipes.text_negatives.retrieval import (
     STOP_WORDS,
     TOKEN_PATTERN,
     _top_m,

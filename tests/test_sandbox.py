@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_recipes.sandbox import STATUSES, Sandbox, SandboxConfig
+from data_recipes.external.sandbox import STATUSES, Sandbox, SandboxConfig
 
 GOOD = """
 import sys

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_recipes.draw_calls import DrawCall
-from data_recipes.engine import (
+from data_recipes.diagrams.draw_calls import DrawCall
+from data_recipes.diagrams.engine import (
     candidate_negatives,
     emit_script,
     encode_png,
@@ -18,9 +18,9 @@ from data_recipes.engine import (
     render_array,
     render_naive,
 )
-from data_recipes.facts import canonical, check_facts, holds, parse_fact, rename_fact
-from data_recipes.layout import _incident_directions, label_direction, layout
-from data_recipes.scene import Element, Scene
+from data_recipes.diagrams.facts import canonical, check_facts, holds, parse_fact, rename_fact
+from data_recipes.diagrams.layout import _incident_directions, label_direction, layout
+from data_recipes.diagrams.scene import Element, Scene
 
 # -- scene model ------------------------------------------------------------------------------
 

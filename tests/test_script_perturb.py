@@ -5,16 +5,21 @@ import json
 import pytest
 
 from data_recipes import cli
-from data_recipes.hardness import changed_fraction
-from data_recipes.sandbox import Sandbox
-from data_recipes.script_edits import get_script_edit, list_script_edits, propose_edits, register_script_edit
-from data_recipes.script_perturb import (
+from data_recipes.diagrams.hardness import changed_fraction
+from data_recipes.external.edits import (
+    get_script_edit,
+    list_script_edits,
+    propose_edits,
+    register_script_edit,
+)
+from data_recipes.external.perturb import (
     PerturbConfig,
     decode_png,
     perturb_script,
     replace_caption_number,
     swap_caption_letters,
 )
+from data_recipes.external.sandbox import Sandbox
 
 TRIANGLE = """
 import sys
@@ -242,7 +247,7 @@ def test_labels_in_dicts_lists_and_zip_strings_are_swapped():
 
 
 def test_batch_reference_json_inputs(tmp_path):
-    from data_recipes.script_batch import items_from_reference_json
+    from data_recipes.external.batch import items_from_reference_json
 
     (tmp_path / "tiny.py").write_text(TINY)
     scripts = tmp_path / "scripts"

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from data_recipes.cli import main
-from data_recipes.dataset_io import DatasetFormatError
-from data_recipes.text_negatives import generate_text_negatives, read_items
+from data_recipes.formats.dataset import DatasetFormatError
+from data_recipes.text_negatives.generate import generate_text_negatives, read_items
 
 CAPTIONS = [
     "In the figure, AB is the diameter of circle O, and point C lies on the circle. ∠BAC = 30°, and BC = 4 cm.",

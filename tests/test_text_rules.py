@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_recipes.text_rules import (
+from data_recipes.text_negatives.rules import (
     generate_rule_negatives,
     get_rule,
     list_rules,

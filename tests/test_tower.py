@@ -1,4 +1,4 @@
-"""MMCLIPVisionTower against LLaVA's tower contract (mmclip_plugin.protocol), on tiny random towers.
+"""MMCLIPVisionTower against LLaVA's tower contract (mmclip_plugin.tower.protocol), on tiny random towers.
 
 Three architectures: an open_clip ViT with a class token, a timm ViT with no class token but one
 register token (mmclip-tiny-vit-noclass), and a timm ViT with no prefix token at all (SigLIP-style,
@@ -17,8 +17,8 @@ from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
 from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, ModelConfig, create_model, load_checkpoint
-from mmclip_plugin.protocol import ImageProcessorProtocol, VisionTowerProtocol
-from mmclip_plugin.tower import (
+from mmclip_plugin.tower.protocol import ImageProcessorProtocol, VisionTowerProtocol
+from mmclip_plugin.tower.vision_tower import (
     CHECKPOINT_ENV,
     CONFIG_ENV,
     MMCLIPVisionTower,

@@ -1,0 +1,49 @@
+"""Diagram families: seeded generators of valid middle-school geometry, registered by name.
+
+A family is a function ``rng -> (Scene, facts)``; it must draw a scene in which every fact holds
+(``data_recipes.diagrams.facts.check_facts``) and every mark is true. Families live in one module per group
+(triangles, quadrilaterals, circles, lines); importing this package registers all of them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from data_recipes.diagrams.scene import Scene
+
+FamilyFn = Callable[[np.random.Generator], tuple[Scene, list[str]]]
+_FAMILIES: dict[str, FamilyFn] = {}
+
+
+def register_family(name: str) -> Callable[[FamilyFn], FamilyFn]:
+    """Decorator registering a family under ``name``; a duplicate name raises."""
+
+    def deco(fn: FamilyFn) -> FamilyFn:
+        if name in _FAMILIES:
+            raise ValueError(f"diagram family {name!r} is already registered")
+        _FAMILIES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_families() -> list[str]:
+    """Registered family names, in registration order."""
+    return list(_FAMILIES)
+
+
+def get_family(name: str) -> FamilyFn:
+    """The generator of family ``name``; an unknown name raises listing the known ones."""
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown diagram family {name!r}; known families: {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]
+
+
+# Registration happens on import, in this order.
+# isort: off
+from data_recipes.diagrams.families import triangles  # noqa: E402,F401
+from data_recipes.diagrams.families import quadrilaterals  # noqa: E402,F401
+from data_recipes.diagrams.families import circles  # noqa: E402,F401
+from data_recipes.diagrams.families import lines  # noqa: E402,F401
+# isort: on

@@ -1,0 +1,7 @@
+"""Image negatives for external matplotlib scripts (an LLM's output, MM-Math-Align), run in a sandbox.
+
+- :mod:`~data_recipes.external.edits`: syntax-tree edits of a script, registered by name.
+- :mod:`~data_recipes.external.perturb`: ``mmgeolm-data perturb-script`` (one script).
+- :mod:`~data_recipes.external.batch`: ``mmgeolm-data perturb-batch`` (many, resumable).
+- :mod:`~data_recipes.external.sandbox`: the worker pool that runs untrusted scripts.
+"""

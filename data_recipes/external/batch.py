@@ -1,0 +1,239 @@
+"""``mmgeolm-data perturb-batch``: image negatives for many external scripts, resumable.
+
+Inputs (one of):
+
+- ``--scripts-dir DIR``: every ``DIR/*.py``; a sibling ``NAME.txt`` is its caption; the id is ``NAME``.
+- ``--reference-json FILE``: a JSON list (or JSON lines) of records. The script of a record is its
+  ``code`` field (source text) or its ``script`` field (a path to a .py file, relative to FILE's
+  folder, or source text when it contains a newline); failing both, with ``--scripts-dir DIR`` given,
+  ``DIR/<stem of positive_image_path or image>.py`` (MM-Math-Align records carry only image paths).
+  The caption is ``caption``, else the last ``gpt`` turn of ``conversations`` (a list of
+  ``{"from", "value"}`` turns or a bare list of strings). The id is ``id``, else the image stem, else
+  the record number.
+
+Every item gets ``OUT/<id>/`` (see :mod:`data_recipes.external.perturb`); its manifest.json, written last
+and atomically, records the script's SHA-256 and the settings, so a re-run skips items already done
+with the same script and settings. ``OUT/manifest.json`` summarises the run: items done, rejects with
+reasons, counts. One sandbox pool serves the whole batch.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from data_recipes.external.perturb import (
+    MANIFEST,
+    PerturbConfig,
+    add_perturb_arguments,
+    add_sandbox_arguments,
+    build_perturb_config,
+    build_sandbox,
+    perturb_script,
+)
+from data_recipes.formats.dataset import atomic_write_json
+
+SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One script to perturb: ``id`` names its output folder; ``error`` set means it cannot run."""
+
+    id: str
+    script: str | None
+    caption: str | None
+    source: str
+    error: str = ""
+
+
+def _safe_id(raw: str, used: set[str]) -> str:
+    base = SAFE_ID.sub("_", raw).strip("._") or "item"
+    name, n = base, 1
+    while name in used:
+        n += 1
+        name = f"{base}_{n}"
+    used.add(name)
+    return name
+
+
+def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
+    """Every ``*.py`` of ``directory`` (sorted), with its sibling ``.txt`` caption when present."""
+    items, used = [], set()
+    for path in sorted(directory.glob("*.py")):
+        caption_path = path.with_suffix(".txt")
+        try:
+            script = path.read_text(encoding="utf-8")
+            caption = caption_path.read_text(encoding="utf-8").strip() if caption_path.is_file() else None
+            items.append(BatchItem(_safe_id(path.stem, used), script, caption or None, str(path)))
+        except (OSError, UnicodeDecodeError) as exc:
+            items.append(BatchItem(_safe_id(path.stem, used), None, None, str(path), f"cannot read: {exc}"))
+    return items
+
+
+def caption_of(record: dict[str, Any]) -> str | None:
+    """``caption``, else the last gpt turn of ``conversations`` (turn dicts or a bare list of strings)."""
+    if isinstance(record.get("caption"), str) and record["caption"].strip():
+        return record["caption"].strip()
+    turns = record.get("conversations")
+    if isinstance(turns, dict):
+        turns = [turns]
+    if not isinstance(turns, list):
+        return None
+    answers = [
+        t["value"] if isinstance(t, dict) else t
+        for j, t in enumerate(turns)
+        if (isinstance(t, dict) and t.get("from") == "gpt" and isinstance(t.get("value"), str))
+        or (isinstance(t, str) and j % 2 == 1)
+    ]
+    return answers[-1].strip() if answers and answers[-1].strip() else None
+
+
+def load_json_records(path: Path) -> list[Any]:
+    """A JSON list, a single JSON object, or JSON lines."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: neither JSON nor JSON lines: {exc.msg} (line {exc.lineno})") from exc
+    return [data] if isinstance(data, dict) else data if isinstance(data, list) else [data]
+
+
+def _script_of(record: dict, base: Path, scripts_dir: Path | None) -> tuple[str | None, str, str]:
+    """(source, where it came from, error)."""
+    if isinstance(record.get("code"), str):
+        return record["code"], "code field", ""
+    script = record.get("script")
+    if isinstance(script, str):
+        if "\n" in script:
+            return script, "script field", ""
+        path = (base / script) if not Path(script).is_absolute() else Path(script)
+        if not path.is_file():
+            return None, str(path), f"key 'script': file {path} does not exist"
+        return path.read_text(encoding="utf-8"), str(path), ""
+    image = record.get("positive_image_path") or record.get("image")
+    if scripts_dir is not None and isinstance(image, str):
+        path = scripts_dir / f"{Path(image).stem}.py"
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path), ""
+        return None, str(path), f"no script {path} for image {image!r}"
+    return None, "", "no 'code' or 'script' field (and no --scripts-dir mapping from the image name)"
+
+
+def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> list[BatchItem]:
+    """One item per record; a record that cannot run becomes an item with ``error`` set."""
+    items, used = [], set()
+    for i, record in enumerate(load_json_records(path)):
+        where = f"{path}: record {i}"
+        if not isinstance(record, dict):
+            items.append(BatchItem(_safe_id(f"record_{i}", used), None, None, where,
+                                   f"{where}: expected a JSON object, got {type(record).__name__}"))
+            continue
+        image = record.get("positive_image_path") or record.get("image")
+        raw_id = str(record.get("id") or (Path(image).stem if isinstance(image, str) else f"record_{i}"))
+        try:
+            script, source, error = _script_of(record, path.parent, scripts_dir)
+        except (OSError, UnicodeDecodeError) as exc:
+            script, source, error = None, "", f"cannot read the script: {exc}"
+        items.append(BatchItem(_safe_id(raw_id, used), script, caption_of(record), source or where,
+                               f"{where}: {error}" if error else ""))
+    return items
+
+
+def _fingerprint(item: BatchItem, config: PerturbConfig) -> dict[str, Any]:
+    return {
+        "script_sha256": hashlib.sha256((item.script or "").encode()).hexdigest(),
+        "caption": item.caption, "config": {**asdict(config), "edit_types": list(config.edit_types)},
+    }
+
+
+def _finished(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The item's manifest if a previous run finished it with the same script and settings."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if manifest.get("fingerprint") == fingerprint else None
+
+
+def run_batch(items: list[BatchItem], out: Path, config: PerturbConfig, sandbox, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Perturb every item into ``out/<id>/``; write and return the summary manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    done, rejects, skipped, negatives = [], [], 0, 0
+    for item in tqdm(items, desc="perturb-batch", unit="script", disable=len(items) < 10):
+        folder = out / item.id
+        if item.error:
+            rejects.append({"id": item.id, "source": item.source, "reason": item.error})
+            continue
+        fingerprint = _fingerprint(item, config)
+        previous = _finished(folder, fingerprint)
+        if previous is not None:
+            skipped += 1
+            manifest = previous
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)  # a half-written or outdated item: start it afresh
+            perturb_script(item.script, folder, config, sandbox, caption=item.caption, source=item.source)
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            manifest["fingerprint"] = fingerprint
+            atomic_write_json(folder / MANIFEST, manifest)  # the resume marker, written last
+        negatives += len(manifest["negatives"])
+        if manifest["ok"]:
+            done.append(item.id)
+        else:
+            rejects.append({"id": item.id, "source": item.source, "reason": manifest["message"]})
+    summary = {
+        "inputs": inputs, "config": {**asdict(config), "edit_types": list(config.edit_types)},
+        "items": len(items), "done": done, "rejects": rejects, "skipped": skipped, "negatives": negatives,
+    }
+    atomic_write_json(out / MANIFEST, summary)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference-json", type=Path, default=None,
+                        help="records with a code/script field (see docs/scripts.md)")
+    parser.add_argument("--scripts-dir", type=Path, default=None,
+                        help="folder of NAME.py scripts with optional NAME.txt captions; with --reference-json, "
+                        "where <image stem>.py is looked up for records without a script")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (one subfolder per script)")
+    add_perturb_arguments(parser)
+    add_sandbox_arguments(parser)
+    parser.add_argument("--workers", type=int, default=2, help="sandbox workers shared by the batch (default 2)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        config = build_perturb_config(args)
+        if args.reference_json is None and args.scripts_dir is None:
+            raise ValueError("give --reference-json FILE or --scripts-dir DIR (or both: DIR then maps images to scripts)")
+        if args.scripts_dir is not None and not args.scripts_dir.is_dir():
+            raise ValueError(f"--scripts-dir {args.scripts_dir}: not a directory")
+        inputs = {"reference_json": str(args.reference_json or ""), "scripts_dir": str(args.scripts_dir or "")}
+        if args.reference_json is None:
+            items = items_from_scripts_dir(args.scripts_dir)
+        else:
+            items = items_from_reference_json(args.reference_json, args.scripts_dir)
+        sandbox = build_sandbox(args, args.workers)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"perturb-batch: {exc}", file=sys.stderr)
+        return 2
+    with sandbox:
+        summary = run_batch(items, args.out, config, sandbox, inputs)
+    print(f"perturb-batch: {len(summary['done'])} of {summary['items']} scripts done "
+          f"(skipped {summary['skipped']} finished earlier), {summary['negatives']} negatives, "
+          f"{len(summary['rejects'])} rejected -> {args.out / MANIFEST}")
+    for reject in summary["rejects"][:20]:
+        print(f"  rejected {reject['id']}: {reject['reason']}", file=sys.stderr)
+    return 0 if not summary["rejects"] else 1

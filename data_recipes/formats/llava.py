@@ -1,0 +1,80 @@
+"""Turn a built data set into LLaVA's training JSON and a held-out question file.
+
+LLaVA reads a JSON list of ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+{"from": "gpt", "value": ...}]}`` with image paths relative to ``--image_folder`` (here: the data set
+directory). Stage 1 (projector pretraining) learns from captions; stage 2 (instruction tuning) from
+captions and fact questions of the train split; the held-out questions come from the val split, whose
+diagrams were drawn from seeds the training never saw.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_recipes.diagrams.questions import make_questions, questions_for_sample
+from data_recipes.formats.dataset import atomic_write_json, atomic_write_text, read_samples
+
+CAPTION_PROMPTS = (
+    "Describe the geometric figure.",
+    "What does the diagram show?",
+    "Describe this diagram in detail.",
+)
+
+
+def _turns(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
+
+
+@dataclass
+class LlavaDataFiles:
+    stage1: Path
+    stage2: Path
+    questions: Path
+    counts: dict[str, int]
+
+
+def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: int = 100,
+                     seed: int = 0) -> LlavaDataFiles:
+    """Write ``stage1.json``, ``stage2.json`` and held-out ``questions.jsonl`` into ``out_dir``.
+
+    Args:
+        data_dir: a data set built by ``mmgeolm-data build`` (with a val split for held-out questions).
+        out_dir: destination folder (created).
+        num_questions: held-out questions to draw from the val split.
+        seed: drives prompt choice and question sampling.
+
+    Raises:
+        ValueError: when the data set has no train or no val samples.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = read_samples(data_dir)
+    train = [s for s in samples if s["split"] == "train"]
+    val = [s for s in samples if s["split"] == "val"]
+    if not train or not val:
+        raise ValueError(
+            f"{data_dir}: need train and val samples for LLaVA data (got {len(train)} train, {len(val)} val); "
+            "set a val fraction in the data recipe"
+        )
+    rng = np.random.default_rng(seed)
+    stage1 = [
+        {"id": s["id"], "image": s["image"], "conversations": _turns(CAPTION_PROMPTS[0], s["caption"])} for s in train
+    ]
+    stage2 = []
+    for s in train:
+        prompt = CAPTION_PROMPTS[int(rng.integers(len(CAPTION_PROMPTS)))]
+        stage2.append({"id": s["id"], "image": s["image"], "conversations": _turns(prompt, s["caption"])})
+        for j, q in enumerate(questions_for_sample(s)):
+            stage2.append({"id": f"{s['id']}-q{j}", "image": q.image, "conversations": _turns(q.question, q.answer)})
+    order = rng.permutation(len(stage2))
+    stage2 = [stage2[i] for i in order]
+    questions = make_questions(val, num_questions, seed=seed)
+    files = LlavaDataFiles(out_dir / "stage1.json", out_dir / "stage2.json", out_dir / "questions.jsonl",
+                           {"stage1": len(stage1), "stage2": len(stage2), "questions": len(questions)})
+    atomic_write_json(files.stage1, stage1)
+    atomic_write_json(files.stage2, stage2)
+    atomic_write_text(files.questions, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
+    return files

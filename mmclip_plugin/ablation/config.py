@@ -1,0 +1,134 @@
+"""The ablation recipe (``mmclip-ablate RECIPE.yaml``), each arm's training config and its budget."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmclip_plugin.ablation.arms import _ARMS, Arm, list_arms
+from mmclip_plugin.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    config_to_dict,
+    load_config,
+    merge_dicts,
+)
+
+MATCH_MODES = ("images", "steps")
+
+
+@dataclass
+class AblationConfig:
+    """An ablation recipe (``mmclip-ablate RECIPE.yaml``).
+
+    Attributes:
+        name: the ablation's name (table title).
+        base: training config YAML the arms override (relative to the recipe's folder); None: defaults.
+        train: nested overrides of ``base`` shared by every arm (steps, model, batch size, lr ...).
+        data: an existing data-set directory (relative paths: to the recipe's folder).
+        data_recipe: a ``mmgeolm-data`` recipe (path or mapping) built into ``OUT/data`` instead.
+        data_workers: worker processes of that build.
+        seeds: one run per arm and seed; the table gives the mean and each seed.
+        arms: arm names in table order (default: every registered arm).
+        match: ``images`` (equal encoded images per arm) or ``steps`` (equal optimizer steps).
+        eval_split: the held-out split evaluated.
+        eval_batch_size: images / captions per forward pass during evaluation.
+        source: where the recipe came from (error messages, relative paths).
+    """
+
+    name: str = "ablation"
+    base: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    data_recipe: str | dict[str, Any] | None = None
+    data_workers: int = 1
+    seeds: list[int] = field(default_factory=lambda: [0])
+    arms: list[str] | None = None
+    match: str = "images"
+    eval_split: str = "val"
+    eval_batch_size: int = 64
+    source: str = "<ablation>"
+
+    def __post_init__(self) -> None:
+        where = self.source
+        if (self.data is None) == (self.data_recipe is None):
+            raise ConfigError(f"{where}: set exactly one of 'data' (a data-set directory) or 'data_recipe' (built into OUT/data)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{where}: seeds must be a non-empty list of distinct integers, got {self.seeds}")
+        if self.match not in MATCH_MODES:
+            raise ConfigError(f"{where}: match must be one of {MATCH_MODES}, got {self.match!r}")
+        self.arms = list(self.arms) if self.arms is not None else list_arms()
+        for arm in self.arms:
+            if arm not in _ARMS:
+                raise ConfigError(f"{where}: arms: unknown arm {arm!r}; known: {', '.join(_ARMS)}")
+        if len(set(self.arms)) != len(self.arms):
+            raise ConfigError(f"{where}: arms are listed twice: {self.arms}")
+        if self.data_workers < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"{where}: data_workers and eval_batch_size must be >= 1")
+
+    @property
+    def folder(self) -> Path:
+        """The recipe's folder: base of relative paths."""
+        return Path(self.source).parent if self.source != "<ablation>" else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.folder / p
+
+    def base_config(self) -> TrainConfig:
+        """The base training config with ``train`` applied (validated)."""
+        base = load_config(self.resolve(self.base) if self.base else None)
+        return build_config(TrainConfig, merge_dicts(config_to_dict(base), self.train), f"{self.source} (train)")
+
+
+def load_ablation(path: str | os.PathLike) -> AblationConfig:
+    """Read an ablation recipe YAML.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown key, wrong type or invalid value (naming the file and key).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read ablation recipe {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    cfg = build_config(AblationConfig, {**raw, "source": str(path)}, str(path))
+    cfg.base_config()  # fail now, not after building data, on a bad base or train override
+    return cfg
+
+
+def arm_config(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, init_dir: Path,
+               output_dir: Path) -> TrainConfig:
+    """The training config of ``arm`` for ``seed``: base + arm overrides + shared start + budget."""
+    raw = merge_dicts(config_to_dict(base), arm.overrides(base))
+    model = {"name": f"local-dir:{init_dir.resolve()}", "pretrained": None, "arch_json": None, "force_image_size": None}
+    raw = merge_dicts(raw, {"model": model, "seed": seed, "output_dir": str(output_dir), "plot": False})
+    cfg = build_config(TrainConfig, raw, f"{ablation.source} (arm {arm.name}, seed {seed})")
+    cfg.steps = arm_steps(ablation, base, cfg)
+    return cfg
+
+
+def images_per_step(cfg: TrainConfig) -> int:
+    """Images encoded per optimizer step: each caption's image plus its K image negatives."""
+    k = cfg.data.image_negatives if cfg.data.image_negatives else 0
+    return cfg.data.batch_size * cfg.optim.grad_accum_steps * (1 + k)
+
+
+def arm_steps(ablation: AblationConfig, base: TrainConfig, cfg: TrainConfig) -> int:
+    """Steps of an arm: the base's, or (``match: images``) as many as encode the same number of images."""
+    if base.steps is None:
+        raise ConfigError(f"{ablation.source}: train.steps must be set (the budget of an arm with image negatives)")
+    if ablation.match == "steps":
+        return base.steps
+    budget = base.steps * images_per_step(base)
+    return max(1, round(budget / images_per_step(cfg)))
+
