@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------- one variant
 def build(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
+    from mmclip_plugin.config import ModelConfig
     from mmclip_plugin.losses import LossConfig, configure_scalars
-    from mmclip_plugin.model import ModelConfig, create_model
+    from mmclip_plugin.model import create_model
 
     device = torch.device(args.device)
     torch.manual_seed(0)

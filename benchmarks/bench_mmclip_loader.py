@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from mmclip_plugin.config import ModelConfig
 from mmclip_plugin.data import Collate, ContrastiveDataset, ImageNegative, Sample, TextNegative
-from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.model import create_model
 from mmclip_plugin.train import ContrastiveForward
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from llava_patches.compat import get_upstream_symbol
-from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.config import ModelConfig
+from mmclip_plugin.model import create_model
 from mmclip_plugin.tower.hf_export import export_hf_clip
 from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 

@@ -1,7 +1,8 @@
 """`mmgeolm-data`: one command line, one subcommand per module.
 
 Each subcommand lives in the module that implements it; that module defines
-``add_arguments(parser)`` and ``run_cli(args) -> int``. Modules are imported lazily so that
+``add_arguments(parser)`` and ``run_cli(args) -> int``; errors take the project's one path
+(:func:`mmgeolm_core.cli.run_cli`: one line on stderr, exit 2 for bad input, 1 for a failed job). Modules are imported lazily so that
 ``mmgeolm-data --help`` stays fast and a broken optional dependency only affects its own command.
 """
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from mmgeolm_core.cli import run_cli
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mmgeolm-data {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    return int(module.run_cli(parser.parse_args(rest)) or 0)
+    return run_cli(f"mmgeolm-data {name}", parser, module.run_cli, rest)
 
 
 if __name__ == "__main__":

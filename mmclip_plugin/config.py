@@ -1,9 +1,10 @@
 """Training configuration: nested dataclasses, read from YAML with dotted ``key=value`` overrides.
 
-YAML is only read here (:func:`load_config`); everything else takes a :class:`TrainConfig`.
-Values are type-checked against the dataclass annotations, unknown keys raise an error naming the
-key and the valid ones, and the resolved config is saved next to every checkpoint
-(:func:`save_config`), so any checkpoint says how it was made.
+YAML is only read here (:func:`load_config`); everything else takes a :class:`TrainConfig`. Values are
+checked by the project's one config builder (:func:`mmgeolm_core.config.build_config`): unknown keys,
+wrong types, NaN and duplicate YAML keys are refused with a :class:`ConfigError` naming the file and the
+dotted key. The resolved config is saved next to every checkpoint (:func:`save_config`), so any
+checkpoint says how it was made. Importing this module loads neither torch nor open_clip.
 
 Example::
 
@@ -11,30 +12,176 @@ Example::
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import tempfile
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
-import yaml
-
-from mmclip_plugin.losses import LossConfig
-from mmclip_plugin.model import PRECISIONS, ModelConfig
+from mmgeolm_core.config import (
+    ConfigError,
+    build_config,
+    check,
+    check_choice,
+    check_number,
+    config_to_dict,
+    load_yaml_mapping,
+    merge_dicts,
+    parse_overrides,
+    save_config,
+)
 
 SAMPLE_MODES = ("fixed", "random")
 TEXT_KINDS = ("perturbation", "rule", "retrieval")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ROW_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+"""How the entries of a sigmoid hard-negative row combine."""
+
+__all__ = [
+    "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "build_config", "config_to_dict",
+    "load_config", "merge_dicts", "save_config",
+]
 
 
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the source, key and expectation."""
+# ------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """How to build the encoder pair.
+
+    Attributes:
+        name: open_clip model name (built-in, or registered from ``arch_json`` / our ``model_configs``),
+            or ``local-dir:<mmclip checkpoint>``.
+        pretrained: open_clip pretrained tag (e.g. ``openai``) or a local weights file; None for random init.
+        arch_json: optional path to a custom architecture JSON (its file stem is the model name).
+        lock_text: freeze the text tower (except its last ``lock_text_unlocked_layers`` blocks).
+        lock_text_unlocked_layers: text blocks left trainable when ``lock_text``.
+        freeze_vision_blocks: freeze the patch embedding and the first N vision blocks.
+        grad_checkpointing: trade compute for memory in both towers.
+        force_image_size: override the architecture's input resolution.
+        init_logit_bias: bias given to a model without one when a sigmoid loss needs it.
+    """
+
+    name: str = "mmclip-tiny-vit"
+    pretrained: str | None = None
+    arch_json: str | None = None
+    lock_text: bool = False
+    lock_text_unlocked_layers: int = 0
+    freeze_vision_blocks: int = 0
+    grad_checkpointing: bool = False
+    force_image_size: int | None = None
+    init_logit_bias: float = -10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(bool(self.name), "name", "an open_clip model name or 'local-dir:<path>'", self.name)
+        check_number(self.freeze_vision_blocks, "freeze_vision_blocks", ge=0, integer=True)
+        check_number(self.lock_text_unlocked_layers, "lock_text_unlocked_layers", ge=0, integer=True)
+        if self.force_image_size is not None:
+            check_number(self.force_image_size, "force_image_size", ge=8, integer=True)
 
 
+# ------------------------------------------------------------------------------------- loss
+KIND_NAMES: tuple[str, ...] = ("perturbation", "rule", "retrieval")
+"""Kinds of caption negatives; ``neg_text_kind`` holds indices into this tuple."""
+
+TERM_NAMES: tuple[str, ...] = ("in_batch", "image_negatives", "text_negatives")
+
+
+def _default_kind_weights() -> dict[str, float]:
+    return {kind: 1.0 for kind in KIND_NAMES}
+
+
+@dataclass
+class LossConfig:
+    """The loss terms and their weights.
+
+    Attributes:
+        in_batch: in-batch contrastive term over all pairs of the (gathered) batch: ``"softmax"`` (CLIP,
+            open_clip ``ClipLoss``), ``"sigmoid"`` (SigLIP, open_clip ``SigLipLoss``) or None (off).
+        image_negatives: each caption against its own image and its K image negatives.
+        text_negatives: each image against its own caption and its K caption negatives.
+        in_batch_weight: weight of the in-batch term in the total.
+        image_negatives_weight: weight of the image-negative term.
+        text_negatives_weight: weight of the text-negative term.
+        text_kind_weights: per-kind weight of a caption negative (keys from ``KIND_NAMES``; missing
+            keys weigh 1). Softmax: the negative counts ``w`` times in the partition function; sigmoid:
+            its term is multiplied by ``w``; ``w = 0`` removes that kind. Applies wherever caption
+            negatives appear (the text-negative term and NegCLIP columns).
+        negclip_columns: also append the hard negatives as extra columns of the in-batch matrix (NegCLIP):
+            caption negatives as extra text columns of the image->text rows, image negatives as extra
+            image columns of the text->image rows (sigmoid: as extra rows scored -1 against every text).
+        gather: gather features across ranks for the in-batch term (with gradients).
+        local_loss: open_clip's ``local_loss``: with ``gather`` each rank computes the softmax in-batch
+            rows of its own samples only (against all columns) instead of the full global matrix.
+        hard_sigmoid_reduction: how the 1 + K entries of a sigmoid hard-negative row combine: ``"mean"``
+            (divide by the row's number of valid entries, the default) or ``"sum"`` (the public
+            reference's image loss).
+    """
+
+    in_batch: str | None = "softmax"
+    image_negatives: str | None = "sigmoid"
+    text_negatives: str | None = "softmax"
+    in_batch_weight: float = 1.0
+    image_negatives_weight: float = 1.0
+    text_negatives_weight: float = 1.0
+    text_kind_weights: dict[str, float] = field(default_factory=_default_kind_weights)
+    negclip_columns: bool = False
+    gather: bool = True
+    local_loss: bool = False
+    hard_sigmoid_reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        from mmclip_plugin.losses.terms import (
+            list_losses,  # the loss registry (torch) only when a config is built
+        )
+
+        kinds = list_losses()
+        for term in TERM_NAMES:
+            kind = getattr(self, term)
+            check(kind is None or kind in kinds, term, f"null or one of {kinds}", kind)
+            check_number(getattr(self, f"{term}_weight"), f"{term}_weight", ge=0)
+            setattr(self, f"{term}_weight", float(getattr(self, f"{term}_weight")))
+        if not self.active_terms:
+            raise ConfigError(
+                "at least one term must be on with a weight > 0 "
+                f"(in_batch={self.in_batch!r} x {self.in_batch_weight}, image_negatives={self.image_negatives!r} "
+                f"x {self.image_negatives_weight}, text_negatives={self.text_negatives!r} x {self.text_negatives_weight})"
+            )
+        check(isinstance(self.text_kind_weights, dict), "text_kind_weights", "a mapping kind -> weight",
+              self.text_kind_weights)
+        weights = _default_kind_weights()
+        for kind, w in self.text_kind_weights.items():
+            check_choice(kind, "text_kind_weights", KIND_NAMES)
+            check_number(w, f"text_kind_weights.{kind}", ge=0)
+            weights[kind] = float(w)
+        self.text_kind_weights = weights
+        check(not (self.negclip_columns and self.in_batch is None), "negclip_columns",
+              "false while in_batch is null (NegCLIP columns are appended to the in-batch matrix)", True)
+        check_choice(self.hard_sigmoid_reduction, "hard_sigmoid_reduction", ROW_REDUCTIONS)
+
+    @property
+    def active_terms(self) -> dict[str, str]:
+        """Term name -> loss kind, for the terms that are on and weigh more than 0."""
+        return {
+            term: getattr(self, term)
+            for term in TERM_NAMES
+            if getattr(self, term) is not None and getattr(self, f"{term}_weight") > 0
+        }
+
+    @property
+    def uses_logit_bias(self) -> bool:
+        """True iff an active term is a kind that adds the logit bias (sigmoid)."""
+        from mmclip_plugin.losses.terms import get_loss
+
+        return any(get_loss(kind).uses_logit_bias for kind in self.active_terms.values())
+
+    @property
+    def kind_weight_vector(self) -> list[float]:
+        """``text_kind_weights`` in ``KIND_NAMES`` order."""
+        return [self.text_kind_weights[k] for k in KIND_NAMES]
+
+
+# ------------------------------------------------------------------------------------- data
 @dataclass
 class DataConfig:
     """Where training data comes from and how batches are made.
@@ -74,24 +221,16 @@ class DataConfig:
     text_negative_kinds: list[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        check_number(self.batch_size, "batch_size", ge=1, integer=True)
         for name in ("image_negatives", "text_negatives", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
-        if self.sample not in SAMPLE_MODES:
-            raise ConfigError(f"data.sample must be one of {SAMPLE_MODES}, got {self.sample!r}")
-        if self.reference_text_kind not in TEXT_KINDS:
-            raise ConfigError(f"data.reference_text_kind must be one of {TEXT_KINDS}, got {self.reference_text_kind!r}")
-        if self.text_negative_kinds is not None and (
-            not self.text_negative_kinds or set(self.text_negative_kinds) - set(TEXT_KINDS)
-        ):
-            raise ConfigError(
-                f"data.text_negative_kinds must be a non-empty list of {TEXT_KINDS} or null, got {self.text_negative_kinds!r}"
-            )
-        if isinstance(self.train, list) and not self.train:
-            raise ConfigError("data.train is an empty list; give a data-set directory or a reference JSON file")
+            check_number(getattr(self, name), name, ge=0, integer=True)
+        check_choice(self.sample, "sample", SAMPLE_MODES)
+        check_choice(self.reference_text_kind, "reference_text_kind", TEXT_KINDS)
+        kinds = self.text_negative_kinds
+        check(kinds is None or (bool(kinds) and set(kinds) <= set(TEXT_KINDS)), "text_negative_kinds",
+              f"null or a non-empty list of {list(TEXT_KINDS)}", kinds)
+        check(self.train != [], "train", "a data-set directory, a reference JSON file or a non-empty list of them",
+              self.train)
 
     @property
     def train_paths(self) -> list[str]:
@@ -128,22 +267,16 @@ class OptimConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
-        if self.weight_decay < 0 or self.eps <= 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0 and optim.eps > 0, got {self.weight_decay}, {self.eps}")
-        if self.warmup_steps < 0 or not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(
-                f"optim.warmup_steps must be >= 0 and optim.warmup_ratio in [0, 1), got {self.warmup_steps}, {self.warmup_ratio}"
-            )
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_accum_steps < 1:
-            raise ConfigError(f"optim.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
-        if self.grad_clip < 0:
-            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        check_number(self.lr, "lr", gt=0)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)",
+              self.betas)
+        check_number(self.weight_decay, "weight_decay", ge=0)
+        check_number(self.eps, "eps", gt=0)
+        check_number(self.warmup_steps, "warmup_steps", ge=0, integer=True)
+        check_number(self.warmup_ratio, "warmup_ratio", ge=0, lt=1)
+        check_number(self.min_lr_ratio, "min_lr_ratio", ge=0, le=1)
+        check_number(self.grad_accum_steps, "grad_accum_steps", ge=1, integer=True)
+        check_number(self.grad_clip, "grad_clip", ge=0)
 
 
 @dataclass
@@ -163,7 +296,7 @@ class TrainConfig:
         tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
         plot: write ``loss_curve.png`` at the end.
         progress: show a tqdm bar on rank 0.
-        model: encoder pair (see :class:`~mmclip_plugin.model.ModelConfig`).
+        model: encoder pair (see :class:`ModelConfig`).
         loss: loss terms (see :class:`~mmclip_plugin.losses.LossConfig`).
         data: data sets and batching.
         optim: optimizer and schedule.
@@ -187,170 +320,23 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        if self.steps is None and self.epochs is None:
-            raise ConfigError("set steps (optimizer steps) or epochs")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.log_every < 1 or self.save_every < 0 or self.keep_last < 1:
-            raise ConfigError(
-                f"need log_every >= 1, save_every >= 0, keep_last >= 1; got {self.log_every}, {self.save_every}, {self.keep_last}"
-            )
-        for term, k_key in (("image_negatives", "image_negatives"), ("text_negatives", "text_negatives")):
-            if term in self.loss.active_terms and getattr(self.data, k_key) == 0:
-                raise ConfigError(
-                    f"loss.{term}={getattr(self.loss, term)!r} is on but data.{k_key}=0 gives it no negatives: "
-                    f"set data.{k_key} > 0 or loss.{term}=null"
-                )
-
-
-# ------------------------------------------------------------------------------------- building
-def build_config(cls: type, data: Mapping[str, Any] | None, source: str = "<dict>", prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a (nested) mapping, checking keys and value types.
-
-    Args:
-        cls: the dataclass to build (nested dataclass fields are built recursively).
-        data: the values; missing keys keep their defaults.
-        source: where the values came from, for error messages (a file name).
-        prefix: dotted path of ``cls`` inside the root config, for error messages.
-
-    Raises:
-        ConfigError: on an unknown key, a value of the wrong type, or a failed validation.
-    """
-    data = {} if data is None else data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {prefix or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        where = f"under '{prefix}'" if prefix else "at top level"
-        raise ConfigError(
-            f"{source}: unknown key '{_join(prefix, unknown[0])}'; valid keys {where}: {', '.join(sorted(fields))}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        key = _join(prefix, name)
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = build_config(tp, value, source, key)
-        else:
-            kwargs[name] = _check_type(value, tp, key, source)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: invalid {prefix or 'config'}: {exc}") from exc
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Return ``value`` converted to annotation ``tp`` (ints to floats, numeric strings to numbers)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    bad = ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(value, option, key, source)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, Sequence, tuple):
-        if not isinstance(value, list | tuple):
-            raise bad
-        item = args[0] if args else Any
-        return [_check_type(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise bad
-        kt, vt = args if args else (Any, Any)
-        return {_check_type(k, kt, key, source): _check_type(v, vt, f"{key}.{k}", source) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if tp is type(None):
-        if value is not None:
-            raise bad
-        return None
-    raise ConfigError(f"{source}: {key} has an unsupported annotation {tp!r}")
+        check(self.steps is not None or self.epochs is not None, "steps", "steps (optimizer steps) or epochs set",
+              None)
+        for name in ("steps", "epochs"):
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name, ge=1, integer=True)
+        check_choice(self.device, "device", DEVICES)
+        check_choice(self.precision, "precision", PRECISIONS)
+        check_number(self.log_every, "log_every", ge=1, integer=True)
+        check_number(self.save_every, "save_every", ge=0, integer=True)
+        check_number(self.keep_last, "keep_last", ge=1, integer=True)
+        for term in ("image_negatives", "text_negatives"):
+            if term in self.loss.active_terms and getattr(self.data, term) == 0:
+                raise ConfigError(f"{getattr(self.loss, term)!r} is on but data.{term}=0 gives it no negatives: "
+                                  f"set data.{term} > 0 or loss.{term}=null", key=f"loss.{term}")
 
 
 # ------------------------------------------------------------------------------------- YAML edge
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["data.train=DIR", "optim.lr=1e-3"]`` into a nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (nested keys dotted, e.g. data.train=DIR)")
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: '{part}' was already given a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return nested
-
-
-def merge_dicts(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive merge: nested mappings merge, everything else is replaced."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_dicts(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML train config and apply dotted ``key=value`` overrides.
 
@@ -359,39 +345,12 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
         overrides: ``key=value`` strings; nested keys dotted (``data.train=DIR``).
 
     Raises:
-        ConfigError: unreadable YAML, unknown keys, wrong types or invalid values (naming file and key).
+        ConfigError: unreadable or empty YAML, duplicate or unknown keys, wrong types or invalid values
+            (naming the file and the key).
     """
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        raw = dict(loaded or {})
+    raw: dict[str, Any] = load_yaml_mapping(path, "training config") if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
     if overrides:
         source = f"{source} (with overrides {' '.join(overrides)})"
         raw = merge_dicts(raw, parse_overrides(overrides))
     return build_config(TrainConfig, raw, source)
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain, YAML-safe dict of a config dataclass."""
-    return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path

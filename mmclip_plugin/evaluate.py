@@ -32,8 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mmclip_plugin.checkpoint import FINAL_DIR
+from mmclip_plugin.config import ModelConfig
 from mmclip_plugin.data import TEXT_KINDS, Sample, read_samples
-from mmclip_plugin.model import MMCLIPModel, ModelConfig, create_model, is_checkpoint_dir, load_checkpoint
+from mmclip_plugin.model import MMCLIPModel, create_model, is_checkpoint_dir, load_checkpoint
 
 UNTRAINED_PREFIX = "none:"
 RETRIEVAL_KS = (1, 5)

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,12 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
+from mmclip_plugin.config import ModelConfig
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 MMCLIP_CONFIG = "mmclip_config.json"
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 _registered_dirs: set[Path] = set()
 
@@ -41,43 +41,6 @@ def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
         raise FileNotFoundError(f"architecture config {path} does not exist")
     open_clip.add_model_config(path)
     _registered_dirs.add(path)
-
-
-@dataclass
-class ModelConfig:
-    """How to build the encoder pair.
-
-    Attributes:
-        name: open_clip model name (built-in, or registered from ``arch_json`` / our ``model_configs``),
-            or ``local-dir:<mmclip checkpoint>``.
-        pretrained: open_clip pretrained tag (e.g. ``openai``) or a local weights file; None for random init.
-        arch_json: optional path to a custom architecture JSON (its file stem is the model name).
-        lock_text: freeze the text tower (except its last ``lock_text_unlocked_layers`` blocks).
-        lock_text_unlocked_layers: text blocks left trainable when ``lock_text``.
-        freeze_vision_blocks: freeze the patch embedding and the first N vision blocks.
-        grad_checkpointing: trade compute for memory in both towers.
-        force_image_size: override the architecture's input resolution.
-        init_logit_bias: bias given to a model without one when a sigmoid loss needs it.
-    """
-
-    name: str = "mmclip-tiny-vit"
-    pretrained: str | None = None
-    arch_json: str | None = None
-    lock_text: bool = False
-    lock_text_unlocked_layers: int = 0
-    freeze_vision_blocks: int = 0
-    grad_checkpointing: bool = False
-    force_image_size: int | None = None
-    init_logit_bias: float = -10.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("model.name must be an open_clip model name or 'local-dir:<path>'")
-        if self.freeze_vision_blocks < 0:
-            raise ValueError(f"model.freeze_vision_blocks must be >= 0, got {self.freeze_vision_blocks}")
-        if self.lock_text_unlocked_layers < 0:
-            raise ValueError(f"model.lock_text_unlocked_layers must be >= 0, got {self.lock_text_unlocked_layers}")
 
 
 class MMCLIPModel(nn.Module):

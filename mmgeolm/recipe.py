@@ -1,59 +1,43 @@
 """The pipeline recipe: which stages run, on what, with which settings.
 
-A recipe is YAML read once at the edge (:func:`load_recipe`); sections map onto dataclasses that
-validate themselves. Paths inside a recipe are resolved against the recipe's own folder, and short
-names (``demo``, ``tiny-cpu``) against the recipes shipped with the packages.
+A recipe is YAML read once at the edge (:func:`load_recipe`) and built by the project's one config
+builder (:func:`mmgeolm_core.config.build_config`): unknown keys, wrong types (``enabled: "false"``),
+NaN and duplicate keys are refused naming the file and the dotted key. File references inside a recipe
+are resolved against the recipe's own folder, else as shipped short names (``demo``, ``tiny-cpu``,
+``zero2``); then :func:`check_stage_settings` loads every stage's own config (data recipe, MMCLIP
+config with its overrides, ablation recipe), so a bad setting fails before the first stage starts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {
-    "data": ROOT / "data_recipes" / "recipes",
-    "mmclip": ROOT / "mmclip_plugin" / "configs",
-    "zero": ROOT / "llava_patches" / "zero_configs",
-}
-SUFFIX = {"data": ".yaml", "mmclip": ".yaml", "zero": ".json"}
-
-
-class RecipeError(ValueError):
-    """A pipeline recipe is invalid; the message names the file and the key."""
-
-
-def _shipped(kind: str, value: str, base: Path, where: str) -> str:
-    """A path as given (relative to the recipe), else a shipped file by short name."""
-    if not isinstance(value, str) or not value:
-        raise RecipeError(f"{where}: expected a file path or a shipped name, got {value!r}")
-    path = (base / value) if not Path(value).is_absolute() else Path(value)
-    if path.is_file():
-        return str(path.resolve())
-    candidate = SHIPPED[kind] / f"{value}{SUFFIX[kind]}"
-    if candidate.is_file():
-        return str(candidate)
-    known = sorted(p.stem for p in SHIPPED[kind].glob(f"*{SUFFIX[kind]}"))
-    raise RecipeError(f"{where}: {value!r} is neither a file (relative to the recipe) nor a shipped name; "
-                      f"shipped: {known}")
+from mmgeolm_core.config import (
+    ConfigError,
+    build_config,
+    check,
+    check_number,
+    config_to_dict,
+    internal_field,
+    load_yaml_mapping,
+)
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.resources import resolve_shipped
 
 
 @dataclass
 class DataSection:
+    """The data stage: a ``mmgeolm-data`` recipe (file or shipped name), its size and worker processes."""
+
     recipe: str = "demo"
     num: int | None = None
     workers: int = 2
 
-
-def _check(ok: bool, key: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise RecipeError(f"key {key!r}: expected {expected}, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    def __post_init__(self) -> None:
+        if self.num is not None:
+            check_number(self.num, "num", ge=1, integer=True)
+        check_number(self.workers, "workers", ge=1, integer=True)
 
 
 def _str_list(value: Any) -> bool:
@@ -73,9 +57,7 @@ class MMCLIPSection:
     launcher: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check(_str_list(self.overrides) and all("=" in o for o in self.overrides), "overrides",
-               "a list of key=value strings", self.overrides)
-        _check(_str_list(self.launcher), "launcher", "a list of strings", self.launcher)
+        check(all("=" in o for o in self.overrides), "overrides", "a list of key=value strings", self.overrides)
 
 
 @dataclass
@@ -102,15 +84,12 @@ class LlavaStage:
     extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.max_steps) and (self.max_steps > 0 or self.max_steps == -1), "max_steps",
-               "a positive integer, or -1 for epochs", self.max_steps)
-        _check(isinstance(self.epochs, (int, float)) and self.epochs > 0, "epochs", "a positive number", self.epochs)
-        _check(isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0, "learning_rate",
-               "a positive number", self.learning_rate)
-        for key in ("batch_size", "grad_accum"):
-            value = getattr(self, key)
-            _check(_is_int(value) and value > 0, key, "a positive integer", value)
-        _check(_str_list(self.extra_args), "extra_args", "a list of strings", self.extra_args)
+        check(self.max_steps > 0 or self.max_steps == -1, "max_steps", "a positive integer, or -1 for epochs",
+              self.max_steps)
+        check_number(self.epochs, "epochs", gt=0)
+        check_number(self.learning_rate, "learning_rate", gt=0)
+        check_number(self.batch_size, "batch_size", ge=1, integer=True)
+        check_number(self.grad_accum, "grad_accum", ge=1, integer=True)
 
 
 @dataclass
@@ -126,11 +105,19 @@ class LlavaSection:
     stage2: LlavaStage = field(default_factory=lambda: LlavaStage(learning_rate=2e-4))
     extra_args: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check(bool(self.llm), "llm", "'tiny' or a model path or hub name", self.llm)
+        check_number(self.max_length, "max_length", ge=8, integer=True)
+
 
 @dataclass
 class QuestionsSection:
     num: int = 60
     max_new_tokens: int = 8
+
+    def __post_init__(self) -> None:
+        check_number(self.num, "num", ge=1, integer=True)
+        check_number(self.max_new_tokens, "max_new_tokens", ge=1, integer=True)
 
 
 @dataclass
@@ -143,55 +130,65 @@ class PipelineRecipe:
     eval: Toggle = field(default_factory=Toggle)
     llava: LlavaSection = field(default_factory=LlavaSection)
     questions: QuestionsSection = field(default_factory=QuestionsSection)
+    source: str = internal_field("<recipe>")
+
+    def __post_init__(self) -> None:
+        check_number(self.seed, "seed", ge=0, integer=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    """Instantiate a (nested) dataclass from a mapping, rejecting unknown keys by name."""
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise RecipeError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if hasattr(default, "__dataclass_fields__"):
-            value = _build(type(default), value, f"{where}.{name}")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except RecipeError as exc:
-        raise RecipeError(f"{where}: {exc}") from None
+        out = config_to_dict(self)
+        out.pop("source")
+        return out
 
 
 def load_recipe(path: str | Path) -> PipelineRecipe:
-    """Read a pipeline recipe YAML, resolve its file references, validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"pipeline recipe {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
-    recipe = _build(PipelineRecipe, raw, str(path))
-    base = path.resolve().parent
-    recipe.data.recipe = _shipped("data", recipe.data.recipe, base, f"{path}: data.recipe")
-    recipe.mmclip.config = _shipped("mmclip", recipe.mmclip.config, base, f"{path}: mmclip.config")
+    """Read a pipeline recipe (a file or a shipped short name), resolve its file references, validate it.
+
+    Raises:
+        ConfigError: unreadable YAML, an unknown key, a wrong type or value, a reference to nothing.
+    """
+    path = resolve_shipped("pipeline-recipe", path)
+    recipe = build_config(PipelineRecipe, load_yaml_mapping(path, "pipeline recipe"), str(path),
+                          internal={"source": str(path)})
+    base = path.parent
+
+    def shipped(kind: str, value: str, key: str) -> str:
+        try:
+            return str(resolve_shipped(kind, value, base))
+        except InputError as exc:
+            raise ConfigError(str(exc), key=key, source=str(path)) from None
+
+    recipe.data.recipe = shipped("data-recipe", recipe.data.recipe, "data.recipe")
+    recipe.mmclip.config = shipped("mmclip-config", recipe.mmclip.config, "mmclip.config")
     if recipe.ablation.enabled:
-        recipe.ablation.recipe = _shipped("mmclip", recipe.ablation.recipe, base, f"{path}: ablation.recipe")
+        recipe.ablation.recipe = shipped("mmclip-config", recipe.ablation.recipe, "ablation.recipe")
     if recipe.llava.deepspeed:
-        recipe.llava.deepspeed = _shipped("zero", recipe.llava.deepspeed, base, f"{path}: llava.deepspeed")
+        recipe.llava.deepspeed = shipped("zero-config", recipe.llava.deepspeed, "llava.deepspeed")
     for name in ("stage1", "stage2"):
         stage = getattr(recipe.llava, name)
         if stage.deepspeed:
-            stage.deepspeed = _shipped("zero", stage.deepspeed, base, f"{path}: llava.{name}.deepspeed")
-    for key, value in (("data.workers", recipe.data.workers), ("questions.num", recipe.questions.num)):
-        if not isinstance(value, int) or value < 1:
-            raise RecipeError(f"{path}: {key} must be a positive integer, got {value!r}")
+            stage.deepspeed = shipped("zero-config", stage.deepspeed, f"llava.{name}.deepspeed")
     return recipe
+
+
+def check_stage_settings(recipe: PipelineRecipe) -> None:
+    """Load every stage's own config as its stage will, so that a bad setting fails before any stage runs.
+
+    Raises:
+        ConfigError: the data recipe (with ``data.num``), the MMCLIP config (with ``mmclip.overrides``)
+            or the ablation recipe is invalid; the message names that file and key.
+    """
+    from data_recipes.build.recipe import load_recipe as load_data_recipe
+    from mmclip_plugin.ablation.config import load_ablation
+    from mmclip_plugin.config import load_config
+
+    checks = [("data", lambda: load_data_recipe(recipe.data.recipe).with_overrides(num=recipe.data.num,
+                                                                                     seed=recipe.seed)),
+              ("mmclip", lambda: load_config(recipe.mmclip.config, recipe.mmclip.overrides))]
+    if recipe.ablation.enabled:
+        checks.append(("ablation", lambda: load_ablation(recipe.ablation.recipe)))
+    for section, load in checks:
+        try:
+            load()
+        except ConfigError as exc:
+            raise ConfigError(f"the {section} stage's settings: {exc}", source=recipe.source) from None

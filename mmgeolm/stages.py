@@ -6,7 +6,6 @@ work (the data builder skips finished samples, ``mmclip-train`` takes ``--resume
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -16,11 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmgeolm_core.errors import InputError, JobError
+from mmgeolm_core.io import atomic_write_json
+
 DONE = "DONE.json"
 LOG = "stage.log"
 
 
-class StageError(RuntimeError):
+class StageError(JobError):
     """A stage's command failed; the message carries its last output lines and the log path."""
 
 
@@ -46,11 +48,11 @@ def select(stages: Sequence[Stage], start: str | None = None, until: str | None 
     names = [s.name for s in stages]
     for flag, value in (("--from", start), ("--until", until)):
         if value is not None and value not in names:
-            raise ValueError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
+            raise InputError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
     lo = names.index(start) if start else 0
     hi = names.index(until) if until else len(names) - 1
     if lo > hi:
-        raise ValueError(f"--from {start} comes after --until {until}; order: {', '.join(names)}")
+        raise InputError(f"--from {start} comes after --until {until}; order: {', '.join(names)}")
     return list(stages[lo : hi + 1])
 
 
@@ -71,12 +73,6 @@ def _children_cpu() -> float:
     """User + system CPU seconds of all finished child processes (theirs and their own children's)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) -> float:
@@ -107,7 +103,7 @@ def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) 
                 )
     seconds = time.time() - start
     cpu = _children_cpu() - cpu_start
-    _write_json_atomic(folder / DONE, {"stage": stage.name, "commands": commands, "seconds": round(seconds, 1),
+    atomic_write_json(folder / DONE, {"stage": stage.name, "commands": commands, "seconds": round(seconds, 1),
                                        "cpu_seconds": round(cpu, 1)})
     echo(f"[mmgeolm] {stage.name}: done in {seconds:.0f}s (CPU {cpu:.0f}s)")
     return seconds

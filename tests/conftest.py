@@ -12,3 +12,14 @@ try:
     torch.set_num_threads(min(2, torch.get_num_threads()))
 except ImportError:  # data_recipes tests run without torch
     pass
+
+try:
+    from hypothesis import settings
+
+    # Property tests draw the same examples on every run: CI never fails on a draw nobody can reproduce.
+    # `pytest --hypothesis-profile=explore` searches afresh.
+    settings.register_profile("ci", derandomize=True)
+    settings.register_profile("explore", derandomize=False, max_examples=1000)
+    settings.load_profile("ci")
+except ImportError:
+    pass

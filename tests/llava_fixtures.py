@@ -157,7 +157,8 @@ def build_mmclip_checkpoint(directory: Path) -> Path:
     """A random ``mmclip-tiny-vit`` checkpoint (64 px, patch 16, width 64) saved to ``directory``."""
     import torch
 
-    from mmclip_plugin.model import ModelConfig, create_model
+    from mmclip_plugin.config import ModelConfig
+    from mmclip_plugin.model import create_model
 
     torch.manual_seed(0)
     return create_model(ModelConfig(name="mmclip-tiny-vit")).save_pretrained(directory)

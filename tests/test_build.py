@@ -252,7 +252,7 @@ def broken_family():
     try:
         yield name
     finally:
-        families._FAMILIES.pop(name)  # registries are append-only; a test may undo its own entry
+        families._FAMILIES.unregister(name)  # a test undoes its own entry
 
 
 def test_failing_sample_is_a_reject_and_the_build_goes_on(tmp_path, broken_family):

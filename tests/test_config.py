@@ -79,7 +79,7 @@ def test_malformed_override_and_section_clash():
 def test_non_mapping_section_and_bad_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: 3\n")
-    with pytest.raises(ConfigError, match="data must be a mapping"):
+    with pytest.raises(ConfigError, match="key 'data': expected a mapping"):
         load_config(path)
     path.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

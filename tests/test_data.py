@@ -8,7 +8,7 @@ from mmclip_fixtures import caption, make_dataset_dir, make_reference_json, writ
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mmclip_plugin.config import DataConfig
+from mmclip_plugin.config import DataConfig, ModelConfig
 from mmclip_plugin.data import (
     TEXT_KINDS,
     Collate,
@@ -17,7 +17,7 @@ from mmclip_plugin.data import (
     caption_from_conversations,
     read_samples,
 )
-from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.model import create_model
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from mmclip_fixtures import make_dataset_dir
 
 from mmclip_plugin.cli import eval_main
-from mmclip_plugin.config import load_config
+from mmclip_plugin.config import ModelConfig, load_config
 from mmclip_plugin.data import ImageNegative, Sample, TextNegative, read_samples
 from mmclip_plugin.evaluate import (
     EvalConfig,
@@ -16,7 +16,7 @@ from mmclip_plugin.evaluate import (
     evaluate_model,
     load_eval_model,
 )
-from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.model import create_model
 from mmclip_plugin.train import train
 
 TINY = ["model.force_image_size=32", "data.batch_size=4", "data.num_workers=0", "progress=false", "plot=false",

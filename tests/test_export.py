@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from mmclip_plugin.model import ModelConfig, create_model
+from mmclip_plugin.config import ModelConfig
+from mmclip_plugin.model import create_model
 from mmclip_plugin.tower.hf_export import EXPORT_INFO, export_hf_clip, main
 from mmclip_plugin.tower.protocol import ImageProcessorProtocol, VisionTowerProtocol
 from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower

@@ -18,7 +18,7 @@ SEEDS = [0, 1, 2, 3, 4]
 
 def test_registry_has_enough_families_and_rejects_bad_names():
     assert len(FAMILIES) >= 15
-    with pytest.raises(KeyError, match="known families: .*square"):
+    with pytest.raises(KeyError, match="unknown diagram family .*; known: .*square"):
         get_family("no_such_family")
     with pytest.raises(ValueError, match="already registered"):
         register_family("square")(lambda rng: None)

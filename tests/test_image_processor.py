@@ -64,7 +64,8 @@ def test_tower_processor_matches_the_checkpoint_models_preprocess_val(tmp_path):
     """End to end: the processor a tower builds from a saved checkpoint vs MMCLIPModel.preprocess_val."""
     from types import SimpleNamespace
 
-    from mmclip_plugin.model import ModelConfig, create_model
+    from mmclip_plugin.config import ModelConfig
+    from mmclip_plugin.model import create_model
     from mmclip_plugin.tower.vision_tower import MMCLIPVisionTower
 
     model = create_model(ModelConfig(name="mmclip-tiny-vit"))

@@ -34,7 +34,7 @@ def _all_negatives():
 
 def test_registry_has_enough_types_and_rejects_bad_names():
     assert len(TYPES) >= 12
-    with pytest.raises(KeyError, match="known perturbations: .*label_swap"):
+    with pytest.raises(KeyError, match="unknown perturbation .*; known: .*label_swap"):
         get_perturbation("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_perturbation("label_swap")(lambda s, f, r: None)

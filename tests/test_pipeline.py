@@ -14,10 +14,12 @@ import yaml
 
 from mmgeolm import cli
 from mmgeolm.pipeline import STAGE_NAMES, build_stages, dataset_dir
-from mmgeolm.recipe import PipelineRecipe, RecipeError, load_recipe
+from mmgeolm.recipe import PipelineRecipe, check_stage_settings, load_recipe
 from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, missing_before, run_stages, select
+from mmgeolm_core.config import ConfigError
+from mmgeolm_core.resources import shipped_dir, shipped_names
 
-SHIPPED = sorted(p.stem for p in cli.SHIPPED_RECIPES.glob("*.yaml"))
+SHIPPED = shipped_names("pipeline-recipe")
 ABLATION_CPU = Path(__file__).resolve().parents[1] / "mmclip_plugin" / "configs" / "ablation-cpu.yaml"
 
 
@@ -138,7 +140,7 @@ def test_select_errors_name_the_flag_and_the_stages(start: str | None, until: st
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipes_load_and_resolve_short_names(name: str) -> None:
-    recipe = load_recipe(cli.SHIPPED_RECIPES / f"{name}.yaml")
+    recipe = load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml")
     assert Path(recipe.data.recipe).is_file() and Path(recipe.mmclip.config).is_file()
     for deepspeed in (recipe.llava.deepspeed, recipe.llava.stage1.deepspeed, recipe.llava.stage2.deepspeed):
         assert deepspeed is None or Path(deepspeed).is_file()
@@ -157,18 +159,26 @@ def _write(path: Path, data: dict) -> Path:
 
 @pytest.mark.parametrize(
     ("data", "needle"),
-    [({"mmclip": {"confg": "tiny-cpu"}}, "unknown key(s) ['confg']"),
-     ({"colour": "blue"}, "unknown key(s) ['colour']"),
-     ({"llava": {"stage1": {"max_step": 3}}}, "llava.stage1: unknown key(s) ['max_step']"),
-     ({"data": {"recipe": "no-such-recipe"}}, "data.recipe: 'no-such-recipe' is neither a file"),
-     ({"data": {"workers": 0}}, "data.workers"),
-     ({"llava": "yes"}, "expected a mapping")],
+    [({"mmclip": {"confg": "tiny-cpu"}}, "key 'mmclip.confg': unknown key"),
+     ({"colour": "blue"}, "key 'colour': unknown key"),
+     ({"llava": {"stage1": {"max_step": 3}}}, "key 'llava.stage1.max_step': unknown key"),
+     ({"data": {"recipe": "no-such-recipe"}}, "key 'data.recipe': 'no-such-recipe' is neither a file"),
+     ({"data": {"workers": 0}}, "key 'data.workers': expected an integer >= 1"),
+     ({"llava": "yes"}, "key 'llava': expected a mapping"),
+     # issue 12: the weakest validation guarded the top entry point
+     ({"eval": {"enabled": "false"}}, "key 'eval.enabled': expected true or false, got 'false'"),
+     ({"llava": {"max_length": "long"}}, "key 'llava.max_length': expected an integer, got 'long'"),
+     ({"questions": {"max_new_tokens": -5}}, "key 'questions.max_new_tokens': expected an integer >= 1, got -5"),
+     # issue 19: NaN, and settings of later stages checked before the first stage runs
+     ({"llava": {"stage1": {"learning_rate": float("nan")}}}, "key 'llava.stage1.learning_rate': expected a finite number"),
+     ({"data": {"num": 0}}, "key 'data.num': expected an integer >= 1"),
+     ({"mmclip": {"overrides": ["optim.lr=-1"]}}, "key 'optim.lr': expected a number > 0, got -1")],
 )
 def test_invalid_recipe_exits_2_naming_key_and_file(tmp_path: Path, data: dict, needle: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path / "bad.yaml", data)
-    with pytest.raises(RecipeError, match=None):
-        load_recipe(path)
+    with pytest.raises(ConfigError, match=None):
+        check_stage_settings(load_recipe(path))
     assert cli.main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert needle in err and str(path) in err
@@ -226,13 +236,23 @@ def test_run_builds_data_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
 
 def test_failing_data_stage_exits_1_with_its_error_and_log(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    broken = _write(tmp_path / "broken-data.yaml", {"name": "broken", "num": 3, "families": ["no_such_family"]})
-    recipe, run = _tiny_pipeline(tmp_path, recipe=str(broken)), tmp_path / "run"
+    recipe, run = _tiny_pipeline(tmp_path), tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "dataset").write_text("a file where the data set's folder goes")
     assert cli.main(["run", str(recipe), "--out", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "stage 'data' failed" in err and "no_such_family" in err
+    assert "stage 'data' failed" in err and str(run / "data" / "dataset") in err
     assert str(run / "data" / LOG) in err
     assert not (run / "data" / DONE).exists() and not (run / "mmclip").exists()
+
+
+def test_bad_data_recipe_fails_before_any_stage_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _write(tmp_path / "broken-data.yaml", {"name": "broken", "num": 3, "families": ["no_such_family"]})
+    recipe, run = _tiny_pipeline(tmp_path, recipe=str(broken)), tmp_path / "run"
+    assert cli.main(["run", str(recipe), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert str(recipe) in err and str(broken) in err and "no_such_family" in err and "key 'families'" in err
+    assert not run.exists()
 
 
 # ----------------------------------------------------------------------------- the whole demo, micro size
@@ -240,7 +260,7 @@ def test_failing_data_stage_exits_1_with_its_error_and_log(tmp_path: Path,
 
 @pytest.mark.slow
 def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
-    demo = yaml.safe_load((cli.SHIPPED_RECIPES / "demo-cpu.yaml").read_text())
+    demo = yaml.safe_load((shipped_dir("pipeline-recipe") / "demo-cpu.yaml").read_text())
     demo["data"].update(recipe="tiny", num=12, workers=1)
     demo["mmclip"]["overrides"] = ["steps=4", "save_every=2", "log_every=1", "data.batch_size=4"]
     demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}

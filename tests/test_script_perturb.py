@@ -74,10 +74,10 @@ def positive(sandbox):
 
 
 def test_registry():
-    assert list_script_edits() == ["move_point", "swap_labels", "change_number", "remove_element", "change_linestyle"]
+    assert list_script_edits() == ["change_linestyle", "change_number", "move_point", "remove_element", "swap_labels"]
     with pytest.raises(ValueError, match="already registered"):
         register_script_edit("move_point")(lambda tree, rng: [])
-    with pytest.raises(KeyError, match="known: move_point"):
+    with pytest.raises(KeyError, match="known: change_linestyle, change_number, move_point"):
         get_script_edit("nope")
 
 

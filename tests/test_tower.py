@@ -16,7 +16,8 @@ import torch
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, ModelConfig, create_model, load_checkpoint
+from mmclip_plugin.config import ModelConfig
+from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, create_model, load_checkpoint
 from mmclip_plugin.tower.protocol import ImageProcessorProtocol, VisionTowerProtocol
 from mmclip_plugin.tower.vision_tower import (
     CHECKPOINT_ENV,

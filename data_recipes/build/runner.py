@@ -28,7 +28,8 @@ from tqdm import tqdm
 from data_recipes.formats import dataset as io
 from data_recipes.build.manifest import build_manifest, run_text_post_pass
 from data_recipes.build.sample import PARTS_DIR, build_and_write, part_path
-from data_recipes.build.recipe import Recipe, RecipeError, load_recipe, recipe_diff
+from data_recipes.build.recipe import Recipe, load_recipe, recipe_diff
+from mmgeolm_core.errors import InputError
 from data_recipes.diagrams.render import RENDER_MODULES
 
 FORMAT_VERSION = 1
@@ -36,7 +37,7 @@ STATE_FILE = "build.json"  # in DIR/.parts: which recipe this directory is being
 BUILD_INFO_FILE = "build_info.json"
 
 
-class BuildRefused(RuntimeError):
+class BuildRefused(InputError):
     """The output directory holds something else than this recipe's build."""
 
 
@@ -287,7 +288,7 @@ def merge_shards(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmgeolm-data build``."""
-    parser.add_argument("recipe", type=Path, help="recipe YAML (see data_recipes/recipes/ and docs/data.md)")
+    parser.add_argument("recipe", help="recipe YAML, or a shipped recipe's short name (demo, full, tiny; see docs/data.md)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (created; resumed when it holds this build)")
     parser.add_argument("--num", type=int, default=None, help="number of positives (overrides the recipe)")
     parser.add_argument("--seed", type=int, default=None, help="seed (overrides the recipe)")
@@ -303,22 +304,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``mmgeolm-data build``: 0 on success, 2 on a bad recipe or a refused directory."""
+    """Run ``mmgeolm-data build``: 0 on success; a bad recipe or a refused directory raises (exit 2)."""
     if args.workers < 1:
-        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    try:
-        recipe = load_recipe(args.recipe)
-        if args.num is not None or args.seed is not None:
-            recipe = recipe.with_overrides(num=args.num, seed=args.seed)
-        if args.merge:
-            manifest = merge_shards(recipe, args.merge, args.out, relative_paths=args.relative_paths)
-        else:
-            manifest = build_dataset(recipe, args.out, workers=args.workers, shard=args.shard,
-                                     relative_paths=args.relative_paths, overwrite=args.overwrite)
-    except (RecipeError, BuildRefused) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    recipe = load_recipe(args.recipe)
+    if args.num is not None or args.seed is not None:
+        recipe = recipe.with_overrides(num=args.num, seed=args.seed)
+    if args.merge:
+        manifest = merge_shards(recipe, args.merge, args.out, relative_paths=args.relative_paths)
+    else:
+        manifest = build_dataset(recipe, args.out, workers=args.workers, shard=args.shard,
+                                 relative_paths=args.relative_paths, overwrite=args.overwrite)
     counts = manifest["counts"]
     print(
         f"built {counts['accepted']} of {counts['requested']} samples ({counts['rejected']} rejected, "

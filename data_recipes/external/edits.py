@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmgeolm_core.registry import Registry
+
 # Calls that draw something a negative may drop or restyle (attribute or bare names).
 DRAW_CALLS = frozenset({
     "plot", "Line2D", "Circle", "Polygon", "fill", "add_patch", "add_line", "add_artist", "Arc",
@@ -58,31 +60,22 @@ class ScriptEdit:
 
 
 EditFn = Callable[[ast.Module, np.random.Generator], list[ScriptEdit]]
-_EDITS: dict[str, EditFn] = {}
+_EDITS: Registry[EditFn] = Registry("script edit")
 
 
 def register_script_edit(name: str) -> Callable[[EditFn], EditFn]:
     """Register ``fn(tree, rng) -> list[ScriptEdit]`` under ``name`` (a duplicate raises)."""
-
-    def decorator(fn: EditFn) -> EditFn:
-        if name in _EDITS:
-            raise ValueError(f"script edit {name!r} is already registered")
-        _EDITS[name] = fn
-        return fn
-
-    return decorator
+    return _EDITS.register(name)
 
 
 def list_script_edits() -> list[str]:
-    """Names of the registered script edits, in registration order."""
-    return list(_EDITS)
+    """Names of the registered script edits, sorted."""
+    return _EDITS.names()
 
 
 def get_script_edit(name: str) -> EditFn:
     """The edit registered under ``name``; an unknown name raises listing the known ones."""
-    if name not in _EDITS:
-        raise KeyError(f"unknown script edit {name!r}; known: {', '.join(_EDITS)}")
-    return _EDITS[name]
+    return _EDITS.get(name)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,7 +1,7 @@
 """Ablation arms: each a set of overrides of one base training config, registered by name.
 
-An arm is ``fn(base: TrainConfig) -> nested overrides`` registered with :func:`register_arm`; the
-table lists arms in registration order (the paper's Table 3 order).
+An arm is ``fn(base: TrainConfig) -> nested overrides`` registered with :func:`register_arm`; a recipe
+lists the arms it runs, in table order (default :data:`PAPER_ARMS`, the order of the paper's Table 3).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmclip_plugin.config import TrainConfig
+from mmgeolm_core.registry import Registry
 
 
 # ------------------------------------------------------------------------------------- arms
@@ -30,31 +31,30 @@ class Arm:
     overrides: Callable[[TrainConfig], dict[str, Any]]
 
 
-_ARMS: dict[str, Arm] = {}
+_ARMS: Registry[Arm] = Registry("ablation arm")
+
+PAPER_ARMS = ("no_finetune", "in_batch", "retrieval", "rule", "image", "all", "all_hard_batches")
+"""The default arms, in the order of the paper's table (the table lists arms in the recipe's order)."""
 
 
 def register_arm(name: str, label: str, trains: bool = True) -> Callable[[Callable], Callable]:
     """Register ``fn(base: TrainConfig) -> overrides`` as arm ``name``; a duplicate name raises."""
 
     def decorator(fn: Callable[[TrainConfig], dict[str, Any]]) -> Callable[[TrainConfig], dict[str, Any]]:
-        if name in _ARMS:
-            raise ValueError(f"ablation arm {name!r} is already registered")
-        _ARMS[name] = Arm(name, label, trains, fn)
+        _ARMS.register(name, Arm(name, label, trains, fn))
         return fn
 
     return decorator
 
 
 def list_arms() -> list[str]:
-    """Registered arm names, in registration (table) order."""
-    return list(_ARMS)
+    """Registered arm names, sorted."""
+    return _ARMS.names()
 
 
 def get_arm(name: str) -> Arm:
     """The arm called ``name``; raises listing the known arms."""
-    if name not in _ARMS:
-        raise KeyError(f"unknown ablation arm {name!r}; known: {', '.join(_ARMS)}")
-    return _ARMS[name]
+    return _ARMS.get(name)
 
 
 def _kind(value: str | None, default: str) -> str:

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mmclip_plugin.ablation.arms import _ARMS, Arm, list_arms
-from mmclip_plugin.config import (
+from mmclip_plugin.ablation.arms import _ARMS, PAPER_ARMS, Arm
+from mmclip_plugin.config import TrainConfig, load_config
+from mmgeolm_core.config import (
     ConfigError,
-    TrainConfig,
     build_config,
+    check,
+    check_choice,
+    check_number,
     config_to_dict,
-    load_config,
+    internal_field,
+    load_yaml_mapping,
     merge_dicts,
 )
 
@@ -34,7 +35,7 @@ class AblationConfig:
         data_recipe: a ``mmgeolm-data`` recipe (path or mapping) built into ``OUT/data`` instead.
         data_workers: worker processes of that build.
         seeds: one run per arm and seed; the table gives the mean and each seed.
-        arms: arm names in table order (default: every registered arm).
+        arms: arm names in table order (default: the paper's, :data:`~mmclip_plugin.ablation.arms.PAPER_ARMS`).
         match: ``images`` (equal encoded images per arm) or ``steps`` (equal optimizer steps).
         eval_split: the held-out split evaluated.
         eval_batch_size: images / captions per forward pass during evaluation.
@@ -52,24 +53,21 @@ class AblationConfig:
     match: str = "images"
     eval_split: str = "val"
     eval_batch_size: int = 64
-    source: str = "<ablation>"
+    source: str = internal_field("<ablation>")
 
     def __post_init__(self) -> None:
-        where = self.source
         if (self.data is None) == (self.data_recipe is None):
-            raise ConfigError(f"{where}: set exactly one of 'data' (a data-set directory) or 'data_recipe' (built into OUT/data)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"{where}: seeds must be a non-empty list of distinct integers, got {self.seeds}")
-        if self.match not in MATCH_MODES:
-            raise ConfigError(f"{where}: match must be one of {MATCH_MODES}, got {self.match!r}")
-        self.arms = list(self.arms) if self.arms is not None else list_arms()
+            raise ConfigError("set exactly one of 'data' (a data-set directory) or 'data_recipe' (built into OUT/data)",
+                              key="data")
+        check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
+              "a non-empty list of distinct integers", self.seeds)
+        check_choice(self.match, "match", MATCH_MODES)
+        self.arms = list(self.arms) if self.arms is not None else list(PAPER_ARMS)
         for arm in self.arms:
-            if arm not in _ARMS:
-                raise ConfigError(f"{where}: arms: unknown arm {arm!r}; known: {', '.join(_ARMS)}")
-        if len(set(self.arms)) != len(self.arms):
-            raise ConfigError(f"{where}: arms are listed twice: {self.arms}")
-        if self.data_workers < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"{where}: data_workers and eval_batch_size must be >= 1")
+            check_choice(arm, "arms", _ARMS.names())
+        check(len(set(self.arms)) == len(self.arms), "arms", "each arm once", self.arms)
+        check_number(self.data_workers, "data_workers", ge=1, integer=True)
+        check_number(self.eval_batch_size, "eval_batch_size", ge=1, integer=True)
 
     @property
     def folder(self) -> Path:
@@ -92,16 +90,8 @@ def load_ablation(path: str | os.PathLike) -> AblationConfig:
     Raises:
         ConfigError: unreadable YAML, unknown key, wrong type or invalid value (naming the file and key).
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read ablation recipe {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    cfg = build_config(AblationConfig, {**raw, "source": str(path)}, str(path))
+    raw = load_yaml_mapping(path, "ablation recipe")
+    cfg = build_config(AblationConfig, raw, str(path), internal={"source": str(path)})
     cfg.base_config()  # fail now, not after building data, on a bad base or train override
     return cfg
 

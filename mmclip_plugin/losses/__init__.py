@@ -1,8 +1,9 @@
 """MMCLIP losses: in-batch, image-negative and text-negative contrastive terms (see ``docs/losses.md``)."""
-from .config import KIND_NAMES, TERM_NAMES, LossConfig
+from mmclip_plugin.config import KIND_NAMES, ROW_REDUCTIONS, TERM_NAMES, LossConfig
+
 from .module import HardNegativeLoss, hard_accuracy
 from .scalars import check_scalars, configure_scalars
-from .terms import ROW_REDUCTIONS, PairLoss, SigmoidLoss, SoftmaxLoss, get_loss, list_losses, register_loss
+from .terms import PairLoss, SigmoidLoss, SoftmaxLoss, get_loss, list_losses, register_loss
 
 __all__ = [
     "KIND_NAMES",

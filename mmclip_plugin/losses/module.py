@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmclip_plugin.config import KIND_NAMES, LossConfig
+
 from ..distributed import gather_features, gather_no_grad
-from .config import KIND_NAMES, LossConfig
 from .terms import PairLoss, get_loss
 
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from torch import nn
 
-from .config import LossConfig
+from mmclip_plugin.config import LossConfig
 
 
 class HasLogitScalars(Protocol):

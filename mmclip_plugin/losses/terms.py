@@ -22,9 +22,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-ROW_REDUCTIONS = ("sum", "mean")
+from mmclip_plugin.config import ROW_REDUCTIONS
+from mmgeolm_core.registry import Registry
 
-_LOSSES: dict[str, type[PairLoss]] = {}
+_LOSSES: Registry[type[PairLoss]] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[type[PairLoss]], type[PairLoss]]:
@@ -35,10 +36,8 @@ def register_loss(name: str) -> Callable[[type[PairLoss]], type[PairLoss]]:
     """
 
     def decorator(cls: type[PairLoss]) -> type[PairLoss]:
-        if name in _LOSSES:
-            raise ValueError(f"loss {name!r} is already registered (by {_LOSSES[name].__qualname__})")
+        _LOSSES.register(name, cls)
         cls.name = name
-        _LOSSES[name] = cls
         return cls
 
     return decorator
@@ -46,18 +45,12 @@ def register_loss(name: str) -> Callable[[type[PairLoss]], type[PairLoss]]:
 
 def list_losses() -> list[str]:
     """Names of the registered loss kinds, sorted."""
-    return sorted(_LOSSES)
+    return _LOSSES.names()
 
 
 def get_loss(name: str) -> PairLoss:
-    """A fresh instance of the loss kind registered as ``name``.
-
-    Raises:
-        ValueError: unknown name (the message lists the known ones).
-    """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(list_losses())}")
-    return _LOSSES[name]()
+    """A fresh instance of the loss kind registered as ``name``; unknown names raise listing the known ones."""
+    return _LOSSES.get(name)()
 
 
 class PairLoss(abc.ABC):

@@ -11,36 +11,28 @@ from collections.abc import Callable
 import numpy as np
 
 from data_recipes.diagrams.scene import Scene
+from mmgeolm_core.registry import Registry
 
 FamilyFn = Callable[[np.random.Generator], tuple[Scene, list[str]]]
-_FAMILIES: dict[str, FamilyFn] = {}
+_FAMILIES: Registry[FamilyFn] = Registry("diagram family")
 
 
 def register_family(name: str) -> Callable[[FamilyFn], FamilyFn]:
     """Decorator registering a family under ``name``; a duplicate name raises."""
-
-    def deco(fn: FamilyFn) -> FamilyFn:
-        if name in _FAMILIES:
-            raise ValueError(f"diagram family {name!r} is already registered")
-        _FAMILIES[name] = fn
-        return fn
-
-    return deco
+    return _FAMILIES.register(name)
 
 
 def list_families() -> list[str]:
-    """Registered family names, in registration order."""
-    return list(_FAMILIES)
+    """Registered family names, sorted."""
+    return _FAMILIES.names()
 
 
 def get_family(name: str) -> FamilyFn:
     """The generator of family ``name``; an unknown name raises listing the known ones."""
-    if name not in _FAMILIES:
-        raise KeyError(f"unknown diagram family {name!r}; known families: {', '.join(_FAMILIES)}")
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
-# Registration happens on import, in this order.
+# Registration happens on import.
 # isort: off
 from data_recipes.diagrams.families import triangles  # noqa: E402,F401
 from data_recipes.diagrams.families import quadrilaterals  # noqa: E402,F401

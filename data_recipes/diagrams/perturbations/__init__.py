@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_recipes.diagrams.scene import Scene
+from mmgeolm_core.registry import Registry
 
 
 @dataclass
@@ -33,31 +34,22 @@ class Perturbed:
 
 
 PerturbationFn = Callable[[Scene, list[str], np.random.Generator], "Perturbed | None"]
-_PERTURBATIONS: dict[str, PerturbationFn] = {}
+_PERTURBATIONS: Registry[PerturbationFn] = Registry("perturbation")
 
 
 def register_perturbation(name: str) -> Callable[[PerturbationFn], PerturbationFn]:
     """Decorator registering a perturbation under ``name``; a duplicate name raises."""
-
-    def deco(fn: PerturbationFn) -> PerturbationFn:
-        if name in _PERTURBATIONS:
-            raise ValueError(f"perturbation {name!r} is already registered")
-        _PERTURBATIONS[name] = fn
-        return fn
-
-    return deco
+    return _PERTURBATIONS.register(name)
 
 
 def list_perturbations() -> list[str]:
-    """Registered perturbation names, in registration order."""
-    return list(_PERTURBATIONS)
+    """Registered perturbation names, sorted."""
+    return _PERTURBATIONS.names()
 
 
 def get_perturbation(name: str) -> PerturbationFn:
     """The perturbation ``name``; an unknown name raises listing the known ones."""
-    if name not in _PERTURBATIONS:
-        raise KeyError(f"unknown perturbation {name!r}; known perturbations: {', '.join(_PERTURBATIONS)}")
-    return _PERTURBATIONS[name]
+    return _PERTURBATIONS.get(name)
 
 
 # isort: off

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmgeolm_core.registry import Registry
+
 FAMILIES = ("concept", "letter", "number", "relation")
 
 
@@ -72,7 +74,7 @@ class Rule:
     description: str = ""
 
 
-_RULES: dict[str, Rule] = {}
+_RULES: Registry[Rule] = Registry("caption rule")
 
 
 def register_rule(name: str, family: str, description: str = "") -> Callable[[RuleFn], RuleFn]:
@@ -85,9 +87,7 @@ def register_rule(name: str, family: str, description: str = "") -> Callable[[Ru
         raise ValueError(f"rule '{name}': unknown family '{family}'; expected one of {list(FAMILIES)}")
 
     def decorator(fn: RuleFn) -> RuleFn:
-        if name in _RULES:
-            raise ValueError(f"caption rule '{name}' is already registered")
-        _RULES[name] = Rule(name, family, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _RULES.register(name, Rule(name, family, fn, description or (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return decorator
@@ -97,15 +97,9 @@ def list_rules(family: str | None = None) -> list[str]:
     """Names of the registered rules (of one family when given), sorted."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown rule family '{family}'; expected one of {list(FAMILIES)}")
-    return sorted(n for n, r in _RULES.items() if family is None or r.family == family)
+    return [n for n in _RULES.names() if family is None or _RULES.get(n).family == family]
 
 
 def get_rule(name: str) -> Rule:
-    """The rule registered as ``name``.
-
-    Raises:
-        KeyError: unknown name; the message lists the known ones.
-    """
-    if name not in _RULES:
-        raise KeyError(f"unknown caption rule '{name}'; known rules: {sorted(_RULES)}")
-    return _RULES[name]
+    """The rule registered as ``name``; an unknown name raises listing the known ones."""
+    return _RULES.get(name)

@@ -1,0 +1,187 @@
+"""Files: atomic writes, and JSON / JSON-lines readers whose every error names the file and line.
+
+Every write goes to a temporary file in the target's directory and is renamed into place, so a reader
+never sees a half-written file and an interrupted job leaves the old file intact.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mmgeolm_core.errors import InputError
+
+TMP_SUFFIX = ".tmp"
+
+
+class FormatError(InputError):
+    """A file breaks its format.
+
+    Args:
+        file: the file.
+        reason: what is wrong and what was expected.
+        where: the place inside the file: ``line 3``, ``record 2``, ``record 2 (id sq-7)``.
+        key: the offending key (dotted or indexed: ``negatives[2].image``).
+    """
+
+    def __init__(self, file: str | os.PathLike, reason: str, *, where: str | None = None, key: str | None = None):
+        self.file, self.reason, self.where, self.key = str(file), reason, where, key
+        parts = [self.file] + ([where] if where else []) + ([f"key '{key}'"] if key else [])
+        super().__init__(f"{': '.join(parts)}: {reason}")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomic UTF-8 text write (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(data: Any) -> str:
+    """Our canonical JSON text: 1-space indent, keys in insertion order, UTF-8, trailing newline."""
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomic canonical JSON write."""
+    return atomic_write_text(path, dumps_json(data))
+
+
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append one compact JSON line and flush it to disk (logs and resumable outputs grow line by line)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling directory to fill; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is moved aside first and deleted only after the new one is in place, so a
+    crash leaves either the old or the new directory (plus a ``.old`` sibling), never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file; bytes that are not UTF-8 raise :class:`FormatError` naming the line."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise FormatError(path, f"not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})",
+                          where=f"line {line}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _loads(text: str) -> Any:
+    # JSON has no NaN or Infinity; Python's json accepts them, we do not.
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """One JSON document.
+
+    Raises:
+        FormatError: not UTF-8, or not valid JSON (naming the line where parsing stopped).
+    """
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise FormatError(path, "empty file (expected a JSON document)")
+    try:
+        return _loads(text)
+    except json.JSONDecodeError as err:
+        raise FormatError(path, f"not valid JSON: {err.msg}", where=f"line {err.lineno}") from None
+    except ValueError as err:
+        raise FormatError(path, f"not valid JSON: {err}") from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON-lines file.
+
+    Raises:
+        FormatError: a line that is not UTF-8 or not one JSON value (naming the line).
+    """
+    path = Path(path)
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, _loads(line)
+        except (json.JSONDecodeError, ValueError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+            raise FormatError(path, f"not valid JSON: {reason}", where=f"line {lineno}") from None
+
+
+def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
+    """Records of a JSON list, a single JSON object, or JSON lines, each with where it is (``record i`` / ``line n``).
+
+    Raises:
+        FormatError: empty, not UTF-8, or neither a JSON document nor JSON lines.
+    """
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise FormatError(path, "empty file (expected a JSON list of records or JSON lines)")
+    try:
+        data = _loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return [(f"line {n}", value) for n, value in iter_jsonl(path)]
+    if isinstance(data, dict):
+        return [("record 0", data)]
+    if not isinstance(data, list):
+        raise FormatError(path, f"expected a JSON list of records, got {type(data).__name__}")
+    return [(f"record {i}", value) for i, value in enumerate(data)]
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
