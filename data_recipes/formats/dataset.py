@@ -88,7 +88,7 @@ _NEGATIVE_KEYS: dict[str, type | tuple[type, ...]] = {
     "removed": list, "added": list, "detail": str, "hardness": dict,
 }
 _TEXT_NEGATIVE_KEYS: dict[str, type | tuple[type, ...]] = {"caption": str, "kind": str, "rules": list}
-SPLITS = ("train", "val")
+SPLITS = ("train", "dev", "val")
 
 
 def _check_keys(record: Any, expected: Mapping[str, Any], where: str) -> None:
