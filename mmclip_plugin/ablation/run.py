@@ -3,6 +3,8 @@
 Every **arm** is a set of overrides of one base training config, registered by name
 (:func:`register_arm`). For each seed the starting model is created once, saved to
 ``OUT/init/seed_<s>`` and loaded by every arm, so arms differ only in their losses and batches.
+With a ``pretrain`` section the start is instead one encoder trained with in-batch negatives on a
+pool of diagrams disjoint from the data (checked image by image), shared by every arm and seed.
 Every arm is evaluated on the held-out split (the data build's ``val`` split: unseen seeds) with
 :func:`~mmclip_plugin.evaluate.evaluate_model`.
 
@@ -14,7 +16,10 @@ about equal time). ``match: steps`` gives every arm the base ``steps``.
 Layout of ``OUT``::
 
     data/                          the data set, when the recipe builds its own (data_recipe)
-    init/seed_<s>/                 the shared starting weights of seed s
+    init/seed_<s>/                 the shared starting weights of seed s (no pretrain section)
+    pretrain/data/                 the pool, when pretrain.data_recipe builds it
+    pretrain/pool/samples.jsonl    the pool minus the samples whose picture also appears in the data
+    pretrain/train/final/          the pretrained start;  pretrain/pretrain.json: its run and the overlap check
     arms/<arm>/seed_<s>/train/     the training run (checkpoints, metrics.jsonl, final/)
     arms/<arm>/seed_<s>/eval.json  its evaluation; an arm whose eval.json exists is skipped on re-run
     ablation.json                  arm -> evaluation JSON averaged over seeds, with ``per_seed``
@@ -39,22 +44,103 @@ def prepare_data(ablation: AblationConfig, out: Path) -> Path:
     """The data-set directory: the given one, or the recipe built (or resumed) into ``out/data``."""
     if ablation.data is not None:
         return ablation.resolve(ablation.data)
+    return _build_data(ablation, ablation.data_recipe, out / "data", "data_recipe")
+
+
+def _build_data(ablation: AblationConfig, spec: str | dict[str, Any], folder: Path, key: str) -> Path:
+    """Build (or resume, or reuse) the ``mmgeolm-data`` recipe ``spec`` into ``folder``."""
     from data_recipes.build.recipe import build_recipe, load_recipe
     from data_recipes.build.runner import build_dataset as build_data
 
-    spec = ablation.data_recipe
-    recipe = load_recipe(ablation.resolve(spec)) if isinstance(spec, str) else build_recipe(spec, f"{ablation.source} (data_recipe)")
-    manifest = out / "data" / "manifest.json"
-    if manifest.is_file() and (out / "data" / "samples.jsonl").is_file():
+    recipe = load_recipe(ablation.resolve(spec)) if isinstance(spec, str) else build_recipe(spec, f"{ablation.source} ({key})")
+    manifest = folder / "manifest.json"
+    if manifest.is_file() and (folder / "samples.jsonl").is_file():
         import json
 
         # a finished build of the same recipe is reused even when the builder's code changed since
         if json.loads(json.dumps(recipe.to_dict())) == json.loads(manifest.read_text()).get("recipe"):
-            print(f"data set {recipe.name}: reusing the finished build in {out / 'data'}", file=sys.stderr)
-            return out / "data"
-    print(f"building data set {recipe.name} into {out / 'data'}", file=sys.stderr)
-    build_data(recipe, out / "data", workers=ablation.data_workers)
-    return out / "data"
+            print(f"data set {recipe.name}: reusing the finished build in {folder}", file=sys.stderr)
+            return folder
+    print(f"building data set {recipe.name} into {folder}", file=sys.stderr)
+    build_data(recipe, folder, workers=ablation.data_workers)
+    return folder
+
+
+def write_disjoint_pool(pool: Path, data: Path, folder: Path) -> dict[str, int]:
+    """``folder/samples.jsonl``: the pool's samples whose image appears nowhere in ``data`` (any split).
+
+    Low-freedom families (squares, regular polygons) come out pixel-identical from different seeds, so a
+    pool built with another seed still shares some pictures with the data; those samples are left out.
+    Image paths are written absolute (the pool's images stay where they are).
+    """
+    import json
+
+    from mmclip_plugin.data import read_samples
+    from mmclip_plugin.overlap import file_digest, image_digests
+    from mmgeolm_core.io import atomic_write_text
+
+    seen = image_digests(data, ("train", "dev", "val"))
+    kept, dropped = [], 0
+    samples, _ = read_samples(pool, split="train")
+    for sample in samples:
+        if file_digest(sample.image) in seen:
+            dropped += 1
+            continue
+        kept.append({"id": sample.id, "image": sample.image, "caption": sample.caption, "split": "train",
+                     "negatives": [], "text_negatives": []})
+    if not kept:
+        raise ValueError(f"every image of the pretraining pool {pool} also appears in {data}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return {"pool_samples": len(samples), "kept": len(kept), "dropped_shared_with_data": dropped}
+
+
+def prepare_pretrained(ablation: AblationConfig, base: TrainConfig, data: Path, out: Path,
+                       progress: bool = True) -> Path | None:
+    """The pretrained start (trained, or resumed, once): ``out/pretrain/train/final``; None without ``pretrain``.
+
+    The pool is made disjoint from the data first (:func:`write_disjoint_pool`).
+    """
+    from mmclip_plugin.ablation.config import pretrain_config
+    from mmclip_plugin.checkpoint import find_latest
+    from mmclip_plugin.model import is_checkpoint_dir
+    from mmclip_plugin.train import train, write_json
+
+    pre = ablation.pretrain
+    if not pre.enabled:
+        return None
+    folder = out / "pretrain"
+    pool = ablation.resolve(pre.data) if pre.data is not None else _build_data(
+        ablation, pre.data_recipe, folder / "data", "pretrain.data_recipe")
+    cfg = pretrain_config(ablation, base, folder / "pool", folder / "train")
+    cfg.progress = progress and cfg.progress
+    final = Path(cfg.output_dir) / "final"
+    if is_checkpoint_dir(final):
+        return final
+    overlap = write_disjoint_pool(pool, data, folder / "pool")
+    start = time.perf_counter()
+    train(cfg, resume="latest" if find_latest(cfg.output_dir) is not None else None)
+    write_json(folder / "pretrain.json", {"pool": str(pool), "steps": cfg.steps, "seed": cfg.seed,
+                                          "images": cfg.steps * images_per_step(cfg), "overlap": overlap,
+                                          "train_seconds": round(time.perf_counter() - start, 1)})
+    return final
+
+
+def held_out_samples(data: Path, split: str) -> tuple[list[Any], int]:
+    """The samples of ``split`` whose picture appears nowhere in ``train`` (positives and negatives), and how
+    many were left out: the engine draws some identical pictures from different seeds (see
+    :mod:`mmclip_plugin.overlap`)."""
+    from mmclip_plugin.evaluate import load_split
+    from mmclip_plugin.overlap import drop_seen, image_digests
+
+    samples = load_split(data, split)
+    if split == "train":
+        return samples, 0
+    kept, leaked = drop_seen(samples, image_digests(data, ("train",)))
+    if leaked:
+        print(f"split {split}: {leaked} of {len(samples)} samples left out, their picture is also in train",
+              file=sys.stderr)
+    return kept, leaked
 
 
 def save_initial_model(base: TrainConfig, seed: int, directory: Path) -> Path:
@@ -72,8 +158,12 @@ def save_initial_model(base: TrainConfig, seed: int, directory: Path) -> Path:
 
 
 def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, out: Path, samples: Sequence[Any],
-            progress: bool = True) -> dict[str, Any]:
-    """Train (unless done or not a training arm) and evaluate one arm for one seed; write its ``eval.json``."""
+            progress: bool = True, start: Path | None = None, left_out: int = 0) -> dict[str, Any]:
+    """Train (unless done or not a training arm) and evaluate one arm for one seed; write its ``eval.json``.
+
+    ``start``: the pretrained start every arm begins from (None: the seed's random initial weights);
+    ``left_out``: held-out samples not evaluated because their picture is in train (recorded).
+    """
     from mmclip_plugin.checkpoint import find_latest
     from mmclip_plugin.evaluate import EvalConfig, evaluate_model, resolve_device
     from mmclip_plugin.model import is_checkpoint_dir, load_checkpoint
@@ -81,7 +171,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
 
     arm_dir = out / "arms" / arm.name / f"seed_{seed}"
     eval_file = arm_dir / "eval.json"
-    init_dir = save_initial_model(base, seed, out / "init" / f"seed_{seed}")
+    init_dir = start if start is not None else save_initial_model(base, seed, out / "init" / f"seed_{seed}")
     info: dict[str, Any] = {"arm": arm.name, "label": arm.label, "seed": seed, "steps": 0, "images": 0, "train_seconds": 0.0}
     model_dir = init_dir
     if arm.trains:
@@ -97,7 +187,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
     eval_cfg = EvalConfig(split=ablation.eval_split, batch_size=ablation.eval_batch_size, device=base.device)
     model = load_checkpoint(model_dir, device=resolve_device(eval_cfg.device))
     result = evaluate_model(model, samples, eval_cfg)
-    result.update(checkpoint=str(model_dir), split=ablation.eval_split, **info)
+    result.update(checkpoint=str(model_dir), split=ablation.eval_split, left_out_seen_in_train=left_out, **info)
     arm_dir.mkdir(parents=True, exist_ok=True)
     write_json(eval_file, result)
     return result
@@ -111,7 +201,6 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
     """
     import json
 
-    from mmclip_plugin.evaluate import load_split
     from mmclip_plugin.plots import plot_results
     from mmclip_plugin.train import _atomic_write_text, write_json
 
@@ -119,7 +208,8 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     base = ablation.base_config()
     data = prepare_data(ablation, out)
-    samples = load_split(data, ablation.eval_split)
+    samples, leaked = held_out_samples(data, ablation.eval_split)
+    start = prepare_pretrained(ablation, base, data, out, progress)
     base = build_config(TrainConfig, merge_dicts(config_to_dict(base), {"data": {"train": str(data)}}), ablation.source)
     per_arm: dict[str, dict[int, dict[str, Any]]] = {}
     for arm_name in ablation.arms:
@@ -132,7 +222,8 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
                 per_arm[arm_name][seed] = json.loads(eval_file.read_text())
                 continue
             print(f"arm {arm_name} seed {seed}: running", file=sys.stderr)
-            per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress)
+            per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress, start,
+                                              leaked)
     results = {name: summarise_seeds(runs) for name, runs in per_arm.items()}
     write_json(out / "ablation.json", results)
     _atomic_write_text(out / "ablation.md", format_table(ablation, results))
