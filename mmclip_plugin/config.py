@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_recipes.formats.dataset import TEXT_KINDS
 from mmgeolm_core.config import (
     ConfigError,
     build_config,
@@ -31,7 +32,6 @@ from mmgeolm_core.config import (
 )
 
 SAMPLE_MODES = ("fixed", "random")
-TEXT_KINDS = ("perturbation", "rule", "retrieval")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ROW_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
@@ -81,7 +81,7 @@ class ModelConfig:
 
 
 # ------------------------------------------------------------------------------------- loss
-KIND_NAMES: tuple[str, ...] = ("perturbation", "rule", "retrieval")
+KIND_NAMES: tuple[str, ...] = TEXT_KINDS
 """Kinds of caption negatives; ``neg_text_kind`` holds indices into this tuple."""
 
 TERM_NAMES: tuple[str, ...] = ("in_batch", "image_negatives", "text_negatives")

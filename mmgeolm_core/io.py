@@ -144,11 +144,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(path, f"not valid JSON: {err}") from None
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | os.PathLike, *, return_errors: bool = False) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` for every non-blank line of a JSON-lines file.
 
+    Args:
+        path: the file.
+        return_errors: yield a line that is not JSON as ``(line number, FormatError)`` and go on, instead of
+            raising (for batch readers that skip and report bad records).
+
     Raises:
-        FormatError: a line that is not UTF-8 or not one JSON value (naming the line).
+        FormatError: the file is not UTF-8; a line that is not one JSON value, unless ``return_errors``.
     """
     path = Path(path)
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
@@ -158,7 +163,10 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             yield lineno, _loads(line)
         except (json.JSONDecodeError, ValueError) as err:
             reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
-            raise FormatError(path, f"not valid JSON: {reason}", where=f"line {lineno}") from None
+            error = FormatError(path, f"not valid JSON: {reason}", where=f"line {lineno}")
+            if not return_errors:
+                raise error from None
+            yield lineno, error
 
 
 def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
@@ -175,8 +183,8 @@ def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
         data = _loads(text)
     except (json.JSONDecodeError, ValueError):
         return [(f"line {n}", value) for n, value in iter_jsonl(path)]
-    if isinstance(data, dict):
-        return [("record 0", data)]
+    if isinstance(data, dict):  # one object: a JSON-lines file of one line, or one pretty-printed record
+        return [("line 1" if "\n" not in text.strip() else "record 0", data)]
     if not isinstance(data, list):
         raise FormatError(path, f"expected a JSON list of records, got {type(data).__name__}")
     return [(f"record {i}", value) for i, value in enumerate(data)]

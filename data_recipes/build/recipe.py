@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from data_recipes.formats.dataset import TEXT_KINDS
 from mmgeolm_core.config import (
     ConfigError,
     build_config,
@@ -29,7 +30,7 @@ from mmgeolm_core.config import (
 
 # Caption-negative kinds: "perturbation" (the captions of the sample's own image negatives, always
 # included) and the two kinds made by data_recipes.text_negatives.generate in a post-pass.
-TEXT_NEGATIVE_KINDS = ("perturbation", "rule", "retrieval")
+TEXT_NEGATIVE_KINDS = TEXT_KINDS
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from data_recipes.diagrams import engine
-from data_recipes.formats.dataset import atomic_write_bytes, atomic_write_json
+from mmgeolm_core.io import atomic_write_bytes, atomic_write_json
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.diagrams.layout import layout
 from data_recipes.build.recipe import Recipe

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from data_recipes.diagrams.questions import make_questions, questions_for_sample
-from data_recipes.formats.dataset import atomic_write_json, atomic_write_text, read_samples
+from data_recipes.formats.dataset import read_samples
+from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 CAPTION_PROMPTS = (
     "Describe the geometric figure.",
