@@ -30,6 +30,7 @@ from mmgeolm_core.config import (
     parse_overrides,
     save_config,
 )
+from mmgeolm_core.resources import resolve_shipped
 
 SAMPLE_MODES = ("fixed", "random")
 DEVICES = ("auto", "cpu", "cuda")
@@ -341,13 +342,15 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     """Read a YAML train config and apply dotted ``key=value`` overrides.
 
     Args:
-        path: the YAML file (None: defaults only).
+        path: the YAML file, or a shipped config's short name (None: defaults only).
         overrides: ``key=value`` strings; nested keys dotted (``data.train=DIR``).
 
     Raises:
         ConfigError: unreadable or empty YAML, duplicate or unknown keys, wrong types or invalid values
             (naming the file and the key).
     """
+    if path is not None:
+        path = resolve_shipped("mmclip-config", path)
     raw: dict[str, Any] = load_yaml_mapping(path, "training config") if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
     if overrides:

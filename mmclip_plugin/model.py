@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
 from mmclip_plugin.config import ModelConfig
+from mmgeolm_core.io import atomic_directory, atomic_write_json
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -135,36 +135,19 @@ class MMCLIPModel(nn.Module):
     # ----------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
         """Write an MMCLIP checkpoint directory atomically (a temp dir renamed into place)."""
+        with atomic_directory(directory) as tmp:
+            self.write_files(tmp, metadata)
+        return Path(directory)
+
+    def write_files(self, directory: Path, metadata: dict | None = None) -> None:
+        """Write the checkpoint's files (weights, open_clip config, MMCLIP config) into an existing directory."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         state = {k: v.detach().contiguous().cpu() for k, v in self.clip.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        _write_json(tmp / OPEN_CLIP_CONFIG, {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg})
-        _write_json(
-            tmp / MMCLIP_CONFIG,
-            {"format": "mmclip", "version": 1, "model": dataclasses.asdict(self.config), "metadata": metadata or {}},
-        )
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            _rmtree(old)
-        else:
-            os.replace(tmp, directory)
-        return directory
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        atomic_write_json(directory / OPEN_CLIP_CONFIG, {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg})
+        atomic_write_json(directory / MMCLIP_CONFIG, {"format": "mmclip", "version": 1,
+                                                      "model": dataclasses.asdict(self.config), "metadata": metadata or {}})
 
 
 def is_checkpoint_dir(path: str | os.PathLike) -> bool:

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
+from mmgeolm_core.io import atomic_write_text, atomic_write_with
 
 STAGES = ("data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report")
 
@@ -52,10 +53,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -338,10 +337,8 @@ def build_report(run: Path) -> Path:
     md += _answers_section(run, out)
     md += _timings(run)
     text = "\n".join(md)
-    for name, content in (("report.md", text), ("report.html", markdown_to_html(text, run.resolve().name))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, out / name)
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.html", markdown_to_html(text, run.resolve().name))
     return out / "report.md"
 
 

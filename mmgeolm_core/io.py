@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,22 @@ def dumps_json(data: Any) -> str:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """Atomic canonical JSON write."""
     return atomic_write_text(path, dumps_json(data))
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` fills a temporary sibling of ``path`` (same suffix, so e.g. ``savefig`` picks the
+    format), which is then renamed into place: ``atomic_write_with(png, lambda tmp: fig.savefig(tmp))``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TMP_SUFFIX}{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:

@@ -15,6 +15,7 @@ from mmclip_plugin.config import (
     parse_overrides,
     save_config,
 )
+from mmgeolm_core.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "mmclip_plugin" / "configs" / "tiny-cpu.yaml"
 
@@ -84,7 +85,7 @@ def test_non_mapping_section_and_bad_yaml(tmp_path):
     path.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(InputError, match="missing.yaml' is neither a file nor a shipped mmclip-config; shipped: .*tiny-cpu"):
         load_config(tmp_path / "missing.yaml")
 
 

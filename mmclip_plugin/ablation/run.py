@@ -33,6 +33,7 @@ from mmclip_plugin.ablation.arms import Arm, get_arm
 from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step
 from mmclip_plugin.ablation.report import format_table, summarise_seeds
 from mmclip_plugin.config import TrainConfig, build_config, config_to_dict, merge_dicts
+from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 
 def prepare_data(ablation: AblationConfig, out: Path) -> Path:
@@ -75,9 +76,10 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
             progress: bool = True) -> dict[str, Any]:
     """Train (unless done or not a training arm) and evaluate one arm for one seed; write its ``eval.json``."""
     from mmclip_plugin.checkpoint import find_latest
-    from mmclip_plugin.evaluate import EvalConfig, evaluate_model, resolve_device
+    from mmclip_plugin.distributed import resolve_device
+    from mmclip_plugin.evaluate import EvalConfig, evaluate_model
     from mmclip_plugin.model import is_checkpoint_dir, load_checkpoint
-    from mmclip_plugin.train import train, write_json
+    from mmclip_plugin.train import train
 
     arm_dir = out / "arms" / arm.name / f"seed_{seed}"
     eval_file = arm_dir / "eval.json"
@@ -99,7 +101,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
     result = evaluate_model(model, samples, eval_cfg)
     result.update(checkpoint=str(model_dir), split=ablation.eval_split, **info)
     arm_dir.mkdir(parents=True, exist_ok=True)
-    write_json(eval_file, result)
+    atomic_write_json(eval_file, result)
     return result
 
 
@@ -113,7 +115,6 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
 
     from mmclip_plugin.evaluate import load_split
     from mmclip_plugin.plots import plot_results
-    from mmclip_plugin.train import _atomic_write_text, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
             print(f"arm {arm_name} seed {seed}: running", file=sys.stderr)
             per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress)
     results = {name: summarise_seeds(runs) for name, runs in per_arm.items()}
-    write_json(out / "ablation.json", results)
-    _atomic_write_text(out / "ablation.md", format_table(ablation, results))
+    atomic_write_json(out / "ablation.json", results)
+    atomic_write_text(out / "ablation.md", format_table(ablation, results))
     plot_results(results, out / "ablation.png", title=f"{ablation.name}: held-out {ablation.eval_split} split")
     return results

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from torch import nn
 from mmclip_plugin.model import OPEN_CLIP_CONFIG, check_checkpoint_dir
 from mmclip_plugin.tower.image_processor import build_hf_image_processor
 from mmclip_plugin.tower.weights import load_visual
+from mmgeolm_core.io import atomic_directory, atomic_write_json
 
 EXPORT_INFO = "mmclip_export.json"
 # vision_cfg keys whose non-default value changes the hidden states in a way HF CLIP cannot express
@@ -171,20 +170,12 @@ def export_hf_clip(
     if verify:
         _verify(visual, hf_model, hf_config.image_size, str(src))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
         build_hf_image_processor(preprocess_cfg).save_pretrained(tmp)
         info = {"format": "mmclip-hf-export", "version": 1, "source_checkpoint": str(src),
                 "model_class": model_cls.__name__, "verified": verify}
-        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_json(tmp / EXPORT_INFO, info)
     return out
 
 
