@@ -11,8 +11,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from mmgeolm.recipe import LlavaStage, PipelineRecipe
 from mmgeolm.stages import Stage, python_module
 
@@ -24,24 +22,6 @@ STAGE_NAMES = (
 def dataset_dir(run: Path) -> Path:
     """Where the data stage builds the data set (its stage folder also holds the log and DONE marker)."""
     return run / "data" / "dataset"
-
-
-def starting_model(recipe: PipelineRecipe) -> str:
-    """``mmclip-eval``'s name for the weights MMCLIP training started from: ``none:<model>[:<pretrained>]``.
-
-    Read from the MMCLIP config and its ``model.name`` / ``model.pretrained`` overrides, so the evaluation
-    compares the trained encoder with the very encoder it was fine-tuned from.
-    """
-    config = yaml.safe_load(Path(recipe.mmclip.config).read_text()) or {}
-    model = dict(config.get("model") or {})
-    for override in recipe.mmclip.overrides:
-        key, _, value = override.partition("=")
-        if key in ("model.name", "model.pretrained"):
-            model[key.split(".")[1]] = yaml.safe_load(value)
-    if not model.get("name"):
-        raise ValueError(f"{recipe.mmclip.config}: key 'model.name' is missing; expected an open_clip model name")
-    pretrained = model.get("pretrained")
-    return f"none:{model['name']}" + (f":{pretrained}" if pretrained else "")
 
 
 def _console(name: str) -> str:
@@ -115,7 +95,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return [[_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder)]]
 
     def evaluate(folder: Path) -> list[list[str]]:
-        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), starting_model(recipe),
+        # the trained encoder beside the very weights its training started from (mmclip-train saved them)
+        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), str(mmclip_dir / "init"),
                  "--data", str(data_dir), "--split", "val", "--out", str(folder / "eval.json"),
                  "--plot", str(folder / "eval.png")]]
 
