@@ -57,6 +57,7 @@ setup(
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
             "mmclip-export=mmclip_plugin.tower.hf_export:main",
             "mmgeolm=mmgeolm.cli:main",
+            "mmgeolm-bench=mmgeolm.bench.cli:main",
         ],
     },
 )
