@@ -40,7 +40,8 @@ setup(
         "data_recipes": ["recipes/*.yaml"],
         "mmclip_plugin": ["configs/*.yaml", "model_configs/*.json"],
         "llava_patches": ["zero_configs/*.json"],
-        "mmgeolm": ["recipes/*.yaml", "recipes/data/*.yaml"],
+        "mmgeolm": ["recipes/*.yaml", "recipes/data/*.yaml", "bench/samples/*/*.json*", "bench/samples/*/*.png",
+                    "bench/samples/*/*/*.png", "bench/samples/*/*/*/*.png"],
     },
     install_requires=BASE,
     extras_require={
