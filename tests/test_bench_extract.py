@@ -87,3 +87,15 @@ def test_boxed_contents_balances_braces() -> None:
 ])
 def test_yes_no(response: str, expected: str | None) -> None:
     assert yes_no(response).value == expected
+
+
+def test_scoring_never_imports_torch_or_llava() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import mmgeolm.bench.cli, mmgeolm.bench.score, mmgeolm.bench.report, mmgeolm.bench.paper; "
+            "from mmgeolm.bench import list_benchmarks; list_benchmarks(); "
+            "bad = [m for m in ('torch', 'llava', 'llava_patches', 'transformers') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
