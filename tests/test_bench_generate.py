@@ -113,3 +113,31 @@ def test_torchrun_two_ranks_shard_and_merge(ws: dict[str, Path], tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = [p["id"] for p in _lines(out / "predictions.jsonl")]
     assert len(ids) == len(set(ids)) == 10 and not list(out.glob("predictions.rank*"))
+
+
+@pytest.mark.slow
+def test_the_pipeline_bench_stage_runs_every_shipped_sample_and_the_report_shows_the_paper_table(
+        ws: dict[str, Path], tmp_path: Path) -> None:
+    """The demo recipe's bench section, run as the stage runs it, on a tiny LLaVA in place of the trained one."""
+    import shutil
+
+    from mmgeolm.bench.paper import PUBLISHED
+    from mmgeolm.pipeline import bench_commands
+    from mmgeolm.recipe import load_recipe
+    from mmgeolm.report import build_report
+
+    recipe = load_recipe("demo-cpu")
+    recipe.bench.probe, recipe.bench.max_new_tokens = 3, 4
+    run = tmp_path / "run"
+    shutil.copytree(ws["model"], run / "llava_stage2" / "model")
+    (run / "recipe.yaml").write_text("llava: {llm: tiny}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for cmd in bench_commands(recipe, run, run / "bench"):
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
+    for name in ("geoqa", "mathvista", "wemath", "mmmath", "probe"):
+        scores = json.loads((run / "bench" / name / "scores.json").read_text())
+        assert scores["num_missing"] == 0 and 0.0 <= scores["accuracy"] <= 1.0, name
+    text = build_report(run).read_text()
+    assert "## Geometry benchmarks" in text and "near chance" in text and "Paired accuracy" in text
+    assert all(name in text for name in PUBLISHED) and "**this run**" in text

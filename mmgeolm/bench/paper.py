@@ -52,7 +52,8 @@ def probe_lines(scores: dict[str, Any]) -> list[str]:
              f"{_pct(scores.get('yes_rate'))}.", "",
              "| perturbation | paired accuracy (%) | pairs |", "|---|---|---|"]
     for name, row in scores["paired_by_perturbation"].items():
-        lines.append(f"| {name} | {_pct(row['accuracy'])} | {row['total']} |")
+        accuracy = "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}"
+        lines.append(f"| {name} | {accuracy} | {row['total']} |")
     return lines
 
 
@@ -69,8 +70,9 @@ def bench_section(bench_dir: Path, tiny: bool) -> list[str]:
     if tiny:
         md += ["The demo's model is tiny and trained for minutes on our diagrams, and the benchmark files are small "
                "samples written by us in each benchmark's native format: the numbers show that generation and the "
-               "official scorers run end to end, and they sit near chance (a blind guess among 4 options is 25%). "
-               "They are not comparable with the paper's.", ""]
+               "official scorers run end to end. A tiny model scores near chance (a guess among 4 options: 25%) "
+               "or below it, since replies with no readable answer count as wrong. They are not comparable with "
+               "the paper's.", ""]
     md += paper_table(scores)
     md += ["", "Scoring: " + ", ".join(f"{b} `{s['mode']}` ({s['num_unparsed']} unparsed, {s['num_missing']} missing)"
                                        for b, s in scores.items()) + "; per-item results in `bench/<name>/`."]
