@@ -1,6 +1,6 @@
 """The stages from a recipe to MMGeoLM, as subprocess commands over one run directory.
 
-    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> report
+    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> [bench] -> report
 
 Each stage writes into ``<run>/<stage>/``; :mod:`mmgeolm.stages` runs them, skips finished ones and
 re-runs an interrupted one (whose own command resumes).
@@ -15,7 +15,7 @@ from mmgeolm.recipe import LlavaStage, PipelineRecipe
 from mmgeolm.stages import Stage, python_module
 
 STAGE_NAMES = (
-    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report",
+    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "bench", "report",
 )
 
 
@@ -71,6 +71,26 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
     return args + llava.extra_args + stage.extra_args
 
 
+def bench_commands(recipe: PipelineRecipe, run: Path, folder: Path) -> list[list[str]]:
+    """``mmgeolm-bench generate`` then ``score`` for every benchmark the recipe names (the probe made first
+    when it is given as a number of pairs); each writes into ``<run>/bench/<name>/``."""
+    cfg, cmds = recipe.bench, []
+    for name, value in cfg.selected().items():
+        questions = Path(str(value))
+        if name == "probe" and isinstance(value, int):
+            questions = folder / "probe-set"
+            cmds.append([_console("mmgeolm-data"), "probe-set", "--out", str(questions), "--num", str(value),
+                         "--seed", str(recipe.seed), "--size", str(cfg.probe_size), "-q"])
+        out = folder / name
+        cmds.append([_console("mmgeolm-bench"), "generate", name, "--model-path", str(run / "llava_stage2" / "model"),
+                     "--questions", str(questions), "--out", str(out), "--conv-mode", recipe.llava.version,
+                     "--batch-size", str(cfg.batch_size), "--max-new-tokens", str(cfg.max_new_tokens),
+                     "--prompt", cfg.prompt])
+        cmds.append([_console("mmgeolm-bench"), "score", name, "--questions", str(questions), "--predictions",
+                     str(out / "predictions.jsonl"), "--out", str(out), "--mode", cfg.mode, "-q"])
+    return cmds
+
+
 def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     """The pipeline's stages for ``recipe`` writing under ``run``."""
     run = run.resolve()
@@ -122,6 +142,9 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
                               "--out", folder, "--conv-mode", recipe.llava.version,
                               "--max-new-tokens", recipe.questions.max_new_tokens)]
 
+    def bench(folder: Path) -> list[list[str]]:
+        return bench_commands(recipe, run, folder)
+
     def report(folder: Path) -> list[list[str]]:
         return [python_module("mmgeolm.report", run)]
 
@@ -135,5 +158,6 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         Stage("llava_stage1", llava_stage(recipe.llava.stage1, True), enabled=llava_on),
         Stage("llava_stage2", llava_stage(recipe.llava.stage2, False), enabled=llava_on),
         Stage("answers", answers, enabled=llava_on),
+        Stage("bench", bench, enabled=llava_on and bool(recipe.bench.selected())),
         Stage("report", report),
     ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -317,6 +318,16 @@ def _headline(run: Path) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def _bench_section(run: Path) -> list[str]:
+    """The paper's table with this run's row, and the probe (from ``run/bench/*/scores.json``)."""
+    from mmgeolm.bench.paper import bench_section
+
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text()) if (run / "recipe.yaml").is_file() else {}
+    tiny = ((recipe or {}).get("llava") or {}).get("llm") == "tiny"
+    lines = bench_section(run / "bench", tiny)
+    return [*lines, ""] if lines else []
+
+
 def build_report(run: Path) -> Path:
     """Write ``run/report/report.md`` and ``report.html``; returns the markdown path."""
     run = Path(run)
@@ -335,6 +346,7 @@ def build_report(run: Path) -> Path:
     if plot_llava_losses(_llava_losses(run), out / "llava_loss.png"):
         md += ["## LLaVA training", "", "![LLaVA losses](llava_loss.png)", ""]
     md += _answers_section(run, out)
+    md += _bench_section(run)
     md += _timings(run)
     text = "\n".join(md)
     atomic_write_text(out / "report.md", text)
