@@ -12,16 +12,10 @@ import sys
 from pathlib import Path
 
 from mmgeolm.recipe import LlavaStage, PipelineRecipe
+from mmgeolm.run_layout import STAGE_NAMES, RunLayout
 from mmgeolm.stages import Stage, python_module
 
-STAGE_NAMES = (
-    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "bench", "report",
-)
-
-
-def dataset_dir(run: Path) -> Path:
-    """Where the data stage builds the data set (its stage folder also holds the log and DONE marker)."""
-    return run / "data" / "dataset"
+__all__ = ["STAGE_NAMES", "bench_commands", "build_stages"]
 
 
 def _console(name: str) -> str:
@@ -30,13 +24,13 @@ def _console(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
+def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
     llava = recipe.llava
     args = [
-        "--model_name_or_path", str(run / "llava_data" / "llm") if llava.llm == "tiny" else llava.llm,
-        "--data_path", str(run / "llava_data" / ("stage1.json" if stage1 else "stage2.json")),
-        "--image_folder", str(dataset_dir(run)),
-        "--vision_tower", f"mmclip:{run / 'mmclip' / 'final'}",
+        "--model_name_or_path", str(run.tiny_llm) if llava.llm == "tiny" else llava.llm,
+        "--data_path", str(run.llava_data / ("stage1.json" if stage1 else "stage2.json")),
+        "--image_folder", str(run.dataset),
+        "--vision_tower", f"mmclip:{run.mmclip / 'final'}",
         "--mm_projector_type", "mlp2x_gelu",
         "--mm_vision_select_layer", "-2",
         "--mm_use_im_start_end", "False",
@@ -63,7 +57,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
         args += ["--version", "plain", "--tune_mm_mlp_adapter", "True"]
     else:
         args += ["--version", llava.version,
-                 "--pretrain_mm_mlp_adapter", str(run / "llava_stage1" / "model" / "mm_projector.bin")]
+                 "--pretrain_mm_mlp_adapter", str(run.llava_model(1) / "mm_projector.bin")]
     if stage.deepspeed or llava.deepspeed:
         args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
     cpu = llava.llm == "tiny"
@@ -71,7 +65,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
     return args + llava.extra_args + stage.extra_args
 
 
-def bench_commands(recipe: PipelineRecipe, run: Path, folder: Path) -> list[list[str]]:
+def bench_commands(recipe: PipelineRecipe, run: RunLayout, folder: Path) -> list[list[str]]:
     """``mmgeolm-bench generate`` then ``score`` for every benchmark the recipe names (the probe made first
     when it is given as a number of pairs); each writes into ``<run>/bench/<name>/``."""
     cfg, cmds = recipe.bench, []
@@ -82,7 +76,7 @@ def bench_commands(recipe: PipelineRecipe, run: Path, folder: Path) -> list[list
             cmds.append([_console("mmgeolm-data"), "probe-set", "--out", str(questions), "--num", str(value),
                          "--seed", str(recipe.seed), "--size", str(cfg.probe_size), "-q"])
         out = folder / name
-        cmds.append([_console("mmgeolm-bench"), "generate", name, "--model-path", str(run / "llava_stage2" / "model"),
+        cmds.append([_console("mmgeolm-bench"), "generate", name, "--model-path", str(run.llava_model(2)),
                      "--questions", str(questions), "--out", str(out), "--conv-mode", recipe.llava.version,
                      "--batch-size", str(cfg.batch_size), "--max-new-tokens", str(cfg.max_new_tokens),
                      "--prompt", cfg.prompt])
@@ -93,8 +87,8 @@ def bench_commands(recipe: PipelineRecipe, run: Path, folder: Path) -> list[list
 
 def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     """The pipeline's stages for ``recipe`` writing under ``run``."""
-    run = run.resolve()
-    data_dir, mmclip_dir = dataset_dir(run), run / "mmclip"
+    run = RunLayout(run.resolve())
+    data_dir, mmclip_dir = run.dataset, run.mmclip
 
     def data(folder: Path) -> list[list[str]]:
         cmd = [_console("mmgeolm-data"), "build", recipe.data.recipe, "--out", str(data_dir),
@@ -121,8 +115,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
                  "--plot", str(folder / "eval.png")]]
 
     def llava_data(folder: Path) -> list[list[str]]:
-        cmds = [python_module("mmgeolm.tasks", "llava-data", "--data", data_dir, "--out", folder,
-                              "--num-questions", recipe.questions.num, "--seed", recipe.seed)]
+        cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
+                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed)]]
         if recipe.llava.llm == "tiny":
             cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
                                       folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))
@@ -137,8 +131,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return commands
 
     def answers(folder: Path) -> list[list[str]]:
-        return [python_module("llava_patches.answer_questions", "--model-path", run / "llava_stage2" / "model",
-                              "--questions", run / "llava_data" / "questions.jsonl", "--image-folder", data_dir,
+        return [python_module("llava_patches.answer_questions", "--model-path", run.llava_model(2),
+                              "--questions", run.questions, "--image-folder", data_dir,
                               "--out", folder, "--conv-mode", recipe.llava.version,
                               "--max-new-tokens", recipe.questions.max_new_tokens)]
 
@@ -146,7 +140,7 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return bench_commands(recipe, run, folder)
 
     def report(folder: Path) -> list[list[str]]:
-        return [python_module("mmgeolm.report", run)]
+        return [python_module("mmgeolm.report", run.root)]
 
     llava_on = recipe.llava.enabled
     return [
