@@ -22,6 +22,7 @@ LLAVA = [
     "tokenizers>=0.15,<0.16",
     "accelerate>=0.34,<0.35",
     "sentencepiece",
+    "protobuf",  # transformers' SiglipTokenizer reads its sentencepiece model through protobuf
     "einops",
     "peft<0.14",
     "deepspeed>=0.19,<0.20",
