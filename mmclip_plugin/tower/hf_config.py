@@ -213,7 +213,7 @@ def hf_family(model_cfg: dict[str, Any]) -> str:
     return "siglip" if (model_cfg.get("vision_cfg") or {}).get("timm_model_name") else "clip"
 
 
-def _hf_act(quick_gelu: bool, act_kwargs: dict | None, where: str) -> str:
+def hf_activation(quick_gelu: bool, act_kwargs: dict | None, where: str) -> str:
     if quick_gelu:
         return "quick_gelu"
     approximate = (act_kwargs or {}).get("approximate", "none")
@@ -246,7 +246,7 @@ def clip_text_config(model_cfg: dict[str, Any], source: str, tokenizer: dict[str
         vocab_size=int(text.get("vocab_size", 49408)), hidden_size=width,
         intermediate_size=int(width * float(text.get("mlp_ratio", 4.0))), num_hidden_layers=int(text.get("layers", 12)),
         num_attention_heads=heads, max_position_embeddings=int(text.get("context_length", 77)),
-        hidden_act=_hf_act(bool(model_cfg.get("quick_gelu")), text.get("act_kwargs"), where),
+        hidden_act=hf_activation(bool(model_cfg.get("quick_gelu")), text.get("act_kwargs"), where),
         layer_norm_eps=float((text.get("norm_kwargs") or {}).get("eps", 1e-5)),
         # transformers pools at argmax(input_ids) exactly when eos_token_id == 2 (its legacy convention)
         eos_token_id=2 if pool == "argmax" else int(text.get("eos_id", 2)),
@@ -277,7 +277,7 @@ def siglip_text_config(model_cfg: dict[str, Any], source: str) -> dict[str, Any]
         vocab_size=int(text.get("vocab_size", 32000)), hidden_size=width,
         intermediate_size=int(width * float(text.get("mlp_ratio", 4.0))), num_hidden_layers=int(text.get("layers", 12)),
         num_attention_heads=int(text.get("heads", 8)), max_position_embeddings=int(text.get("context_length", 64)),
-        hidden_act=_hf_act(False, text.get("act_kwargs"), where),
+        hidden_act=hf_activation(False, text.get("act_kwargs"), where),
         layer_norm_eps=float((text.get("norm_kwargs") or {}).get("eps", 1e-6)),
         pad_token_id=int(text.get("pad_id", 1)),
     )
