@@ -329,7 +329,7 @@ def _fake_checkpoint(root: Path, name: str, config_text: str) -> Path:
     [
         (json.dumps({"model_cfg": {"text_cfg": TEXT_CFG}}), "no 'vision_cfg'"),
         (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "width": 64}}}), "ModifiedResNet"),
-        (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 60, "patch_size": 16}}}), "not a multiple"),
+        (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 8, "patch_size": 16}}}), "patch_size 16 > image_size 8"),
         (json.dumps({"model_cfg": {"vision_cfg": {}}, "preprocess_cfg": {"size": [64, 32]}}), "square"),
         (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 64}}, "preprocess_cfg": {"size": 32}}), "differs"),
         ("{not json", "not valid JSON"),
