@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "perturb-script": ("data_recipes.external.perturb", "image negatives from one external matplotlib script"),
     "perturb-batch": ("data_recipes.external.batch", "image negatives for a folder of scripts or a reference data set"),
     "import": ("data_recipes.build.importers", "import reference-format JSON or (script, caption) folders"),
+    "check-tokens": ("data_recipes.text_negatives.token_check",
+                     "report hard negatives that a text encoder's tokenizer cannot tell from their positive"),
 }
 
 

@@ -15,6 +15,7 @@ built and the failures are returned as :class:`BadRecord`; an image that fails t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -419,6 +420,9 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
     if not samples:
         detail = "; ".join(map(str, bad[:5]))
         raise ValueError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+    mode = getattr(data_cfg, "tokenization_check", "off")
+    name = model.config.pretrained if model.config.name == "hf" else model.config.name
+    report = check_tokenization(samples, model.tokenize, mode, tokenizer=str(name)) if mode != "off" else None
     dataset = ContrastiveDataset(
         samples,
         model.preprocess_train if data_cfg.augment else model.preprocess_val,
@@ -430,4 +434,41 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         hard_batches=data_cfg.hard_batches,
         augment=data_cfg.augment,
     )
+    dataset.token_check = report
     return dataset, bad
+
+
+def check_tokenization(samples: list[Sample], tokenize: Callable[[list[str]], torch.Tensor], mode: str,
+                       tokenizer: str = "model") -> Any:
+    """Find hard negatives whose token ids equal their positive's (see ``data_recipes.text_negatives.token_check``).
+
+    Args:
+        samples: the training samples; with ``mode='drop'`` the colliding caption negatives are removed and
+            colliding image negatives lose their caption (so hard batches never pair the same text twice).
+        tokenize: the model's tokenizer (cleaning, vocabulary and context length as in training).
+        mode: ``warn``, ``drop`` or ``error``.
+        tokenizer: named in the report.
+
+    Raises:
+        InputError: ``mode='error'`` and some negative collides (the message summarises them).
+    """
+    from data_recipes.text_negatives.token_check import find_token_collisions
+    from mmgeolm_core.errors import InputError
+
+    items = []
+    for s in samples:
+        negatives = [(t.caption, t.kind) for t in s.text_negatives]
+        seen = {c for c, _ in negatives}
+        negatives += [(n.caption, "image") for n in s.image_negatives if n.caption and n.caption not in seen]
+        items.append((s.id or f"{s.source}:{s.record}", s.caption, negatives))
+    report = find_token_collisions(items, lambda texts: tokenize(texts).tolist(), tokenizer=tokenizer)
+    if report.collisions and mode == "error":
+        raise InputError(report.summary().replace("\n", "; ") + " (data.tokenization_check=error; use drop to train "
+                         "without them, or write the symbols as words: recipe captions.symbols: words)")
+    if report.collisions and mode == "drop":
+        same = {(c.positive, c.negative) for c in report.collisions}
+        for s in samples:
+            s.text_negatives = [t for t in s.text_negatives if (s.caption, t.caption) not in same]
+            s.image_negatives = [dataclasses.replace(n, caption=None) if (s.caption, n.caption) in same else n
+                                 for n in s.image_negatives]
+    return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -37,6 +38,7 @@ from mmclip_plugin.model import MMCLIPModel, create_model
 from mmclip_plugin.sampler import GroupedBatchSampler, RandomBatchSampler
 
 MAX_LOGIT_SCALE = math.log(100.0)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -278,6 +280,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
         rewrite_metrics_until(out_dir / "metrics.jsonl", step)
         for bad in index_bad[:20]:
             print(f"skipped: {bad}", file=sys.stderr)
+        _report_token_check(dataset, cfg, out_dir)
     forward = ContrastiveForward(model)
     if env.distributed:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
@@ -369,6 +372,19 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
               f"{len(load_bad)} at load time); model in {out_dir / ckpt.FINAL_DIR}", file=sys.stderr)
     barrier()
     return TrainResult(out_dir, out_dir / ckpt.FINAL_DIR, step, history, bad_all)
+
+
+def _report_token_check(dataset: ContrastiveDataset, cfg: TrainConfig, out_dir: Path) -> None:
+    """Log the tokenization check of the training captions and keep it as ``tokenization_check.json``."""
+    report = getattr(dataset, "token_check", None)
+    if report is None:
+        return
+    write_json(out_dir / "tokenization_check.json", {"mode": cfg.data.tokenization_check, **report.to_dict()})
+    if report.collisions:
+        action = "dropped from training" if cfg.data.tokenization_check == "drop" else "kept (data.tokenization_check=warn)"
+        logger.warning("%s\n  these negatives are %s", report.summary(), action)
+    else:
+        logger.info("%s", report.summary())
 
 
 def _tensorboard(out_dir: Path) -> Any:
