@@ -57,6 +57,7 @@ setup(
             "mmclip-eval=mmclip_plugin.cli:eval_main",
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
             "mmclip-export=mmclip_plugin.tower.hf_export:main",
+            "mmclip-import=mmclip_plugin.tower.hf_import:main",
             "mmgeolm=mmgeolm.cli:main",
         ],
     },

@@ -438,6 +438,20 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
     return dataset, bad
 
 
+def _uncut(tokenize: Callable[..., torch.Tensor], texts: list[str]) -> list[list[int]]:
+    """Ids without the context-length cut (open_clip tokenizers take ``context_length``), padding stripped."""
+    owner = getattr(tokenize, "__self__", None)
+    tokenizer = getattr(owner, "tokenizer", tokenize)
+    try:
+        rows = tokenizer(texts, context_length=UNCUT_LENGTH).tolist()
+    except TypeError:  # a tokenizer without a context_length argument: compare the cut ids again
+        rows = tokenize(texts).tolist()
+    return rows
+
+
+UNCUT_LENGTH = 1024
+
+
 def check_tokenization(samples: list[Sample], tokenize: Callable[[list[str]], torch.Tensor], mode: str,
                        tokenizer: str = "model") -> Any:
     """Find hard negatives whose token ids equal their positive's (see ``data_recipes.text_negatives.token_check``).
@@ -461,7 +475,8 @@ def check_tokenization(samples: list[Sample], tokenize: Callable[[list[str]], to
         seen = {c for c, _ in negatives}
         negatives += [(n.caption, "image") for n in s.image_negatives if n.caption and n.caption not in seen]
         items.append((s.id or f"{s.source}:{s.record}", s.caption, negatives))
-    report = find_token_collisions(items, lambda texts: tokenize(texts).tolist(), tokenizer=tokenizer)
+    report = find_token_collisions(items, lambda texts: tokenize(texts).tolist(), tokenizer=tokenizer,
+                                   encode_uncut=lambda texts: _uncut(tokenize, texts))
     if report.collisions and mode == "error":
         raise InputError(report.summary().replace("\n", "; ") + " (data.tokenization_check=error; use drop to train "
                          "without them, or write the symbols as words: recipe captions.symbols: words)")

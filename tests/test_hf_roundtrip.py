@@ -98,3 +98,8 @@ def test_exported_siglip_tower_goes_to_llava_unpatched(runs, tmp_path):
         states = vision(pixels, output_hidden_states=True).hidden_states[-2]
     assert states.shape[1] == tower.num_patches == 16  # no class token: every patch is a real one
     assert (tower(ours) - states).abs().max().item() < ATOL
+    # upstream LLaVA-1.5 has no SigLIP class: by path it loads CLIP, which wants one more position (the 729 vs 730
+    # of so400m-384), and says so; serve SigLIP to it as mmclip:<dir> (the tower above)
+    clip_encoder = pytest.importorskip("llava.model.multimodal_encoder.clip_encoder")
+    with pytest.raises(RuntimeError, match=r"position_embedding.*\[16, 48\].*\[17, 48\]"):
+        clip_encoder.CLIPVisionTower(str(exported), args)

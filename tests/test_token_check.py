@@ -13,6 +13,8 @@ from data_recipes.build.runner import build_dataset
 from data_recipes.diagrams.captions import symbols_as_words
 from data_recipes.text_negatives.rules import generate_rule_negatives
 from data_recipes.text_negatives.token_check import (
+    CLEANED,
+    CUT,
     clean_text,
     describe_change,
     find_token_collisions,
@@ -31,8 +33,7 @@ def built(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     out = {}
     for symbols in ("unicode", "words"):
         recipe = yaml.safe_load((ROOT / "data_recipes" / "recipes" / "tiny.yaml").read_text())
-        recipe.update(name=f"tiny-{symbols}", num=8, captions={"symbols": symbols, "check_tokenizer": "siglip-tok",
-                                                               "check_context_length": 64})
+        recipe.update(name=f"tiny-{symbols}", num=8, captions={"symbols": symbols, "check_tokenizer": "siglip-tok"})
         (root / f"{symbols}.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
         manifest = build_dataset(load_recipe(root / f"{symbols}.yaml"), root / symbols)
         out[symbols] = (root / symbols, manifest)
@@ -72,18 +73,31 @@ def test_data_side_tokenizers_give_transformers_ids(built, tmp_path):
     assert ours(captions) == expected
 
 
-def test_build_reports_symbol_collisions_and_words_remove_them(built):
-    """The finding on the engine's captions: ∥/⊥, °, ≅/∼... collapse for a vocabulary without the symbols."""
-    unicode_check = built["unicode"][1]["tokenization_check"]
-    words_check = built["words"][1]["tokenization_check"]
-    assert unicode_check["negatives"] > 0 and unicode_check["collisions"] > 0
-    symbols = "∥⊥∠△≅∼⊙°"
-    assert any(any(s in change for s in symbols) for change in unicode_check["by_change"])
-    assert not any(any(s in change for s in symbols) for change in words_check["by_change"])
-    assert words_check["collisions"] < unicode_check["collisions"]
+def test_build_reports_collisions_in_the_manifest(built):
+    for symbols in ("unicode", "words"):
+        check = built[symbols][1]["tokenization_check"]
+        assert check["samples"] == 8 and check["negatives"] > 0 and check["tokenizer"].endswith("siglip-tok")
+        assert sum(check["by_cause"].values()) == check["collisions"]
+        assert all(e["cause"] in (CUT, CLEANED) and e["negative"] != e["positive"] for e in check["examples"])
     samples = _samples(built["words"][0])
-    assert not any(s in t["caption"] for x in samples for t in [x, *x["text_negatives"]] for s in symbols)
+    assert not any(s in t["caption"] for x in samples for t in [x, *x["text_negatives"]] for s in "∥⊥∠△≅∼⊙°")
     assert any(t["kind"] == "rule" for x in samples for t in x["text_negatives"])  # the rules still edit words captions
+
+
+def test_symbols_collide_for_a_vocabulary_without_them_and_words_do_not(tmp_path):
+    tokenizer = load_tokenizer(siglip_tokenizer(tmp_path / "tok"), context_length=64)
+    pairs = [("In the figure, AB ∥ CD.", "In the figure, AB ⊥ CD."),
+             ("In the figure, △ABC ∼ △DEF.", "In the figure, △ABC ≅ △DEF."),
+             ("In the figure, AB > CD.", "In the figure, AB < CD.")]  # ASCII punctuation: SigLIP deletes it
+    report = find_token_collisions([(str(i), a, [(b, "rule")]) for i, (a, b) in enumerate(pairs)], tokenizer,
+                                   encode_uncut=tokenizer.uncut)
+    assert len(report.collisions) == 3 and report.by_cause == {CLEANED: 3}
+    words = [(str(i), symbols_as_words(a), [(symbols_as_words(b), "rule")]) for i, (a, b) in enumerate(pairs)]
+    assert not find_token_collisions(words, tokenizer).collisions
+    long = "In the figure, " + "AB is a segment and " * 10
+    cut = find_token_collisions([("x", long + "CD is 5.", [(long + "CD is 6.", "rule")])], tokenizer,
+                                encode_uncut=tokenizer.uncut)
+    assert cut.by_cause == {CUT: 1}
 
 
 @pytest.mark.parametrize("caption,rule", [

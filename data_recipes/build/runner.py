@@ -228,7 +228,8 @@ def check_tokenization(recipe: Recipe, samples: list[dict[str, Any]]) -> Any:
     captions = recipe.captions
     path = recipe.check_tokenizer_path
     tokenizer = load_tokenizer(path, captions.check_clean, captions.check_context_length)
-    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(path))
+    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(path),
+                                   encode_uncut=tokenizer.uncut)
     (logger.warning if report.collisions else logger.info)("%s", report.summary())
     return report
 

@@ -15,6 +15,7 @@ neither torch nor transformers: :func:`load_tokenizer` reads a tokenizer file th
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -45,9 +46,10 @@ class Collision:
     negative: str
     kind: str
     change: str
+    cause: str = "unknown"
 
     def __str__(self) -> str:
-        return f"{self.sample}: {self.kind} negative differs only in {self.change}: {self.negative!r}"
+        return f"{self.sample}: {self.kind} negative differs only in {self.change} ({self.cause}): {self.negative!r}"
 
 
 @dataclass
@@ -77,6 +79,10 @@ class TokenCheckReport:
         return dict(Counter(c.change for c in self.collisions).most_common())
 
     @property
+    def by_cause(self) -> dict[str, int]:
+        return dict(Counter(c.cause for c in self.collisions).most_common())
+
+    @property
     def affected_samples(self) -> int:
         return len({c.sample for c in self.collisions})
 
@@ -89,8 +95,8 @@ class TokenCheckReport:
         changes = ", ".join(f"{change} ({n})" for change, n in list(self.by_change.items())[:5])
         lines = [f"tokenization check ({self.tokenizer}): {len(self.collisions)} of {self.negatives} hard negatives "
                  f"({share:.1%}, in {self.affected_samples} of {self.samples} captions) tokenize exactly like their "
-                 f"positive, so the text tower cannot tell them apart; by kind {self.by_kind}; commonest changes: "
-                 f"{changes}"]
+                 f"positive, so the text tower cannot tell them apart; by kind {self.by_kind}; by cause {self.by_cause}; "
+                 f"commonest changes: {changes}"]
         lines += [f"  e.g. {c.positive!r} vs {c.negative!r}" for c in self.collisions[:examples]]
         return "\n".join(lines)
 
@@ -99,9 +105,9 @@ class TokenCheckReport:
         return {
             "tokenizer": self.tokenizer, "samples": self.samples, "negatives": self.negatives,
             "collisions": len(self.collisions), "affected_samples": self.affected_samples, "by_kind": self.by_kind,
-            "by_change": self.by_change,
+            "by_cause": self.by_cause, "by_change": self.by_change,
             "examples": [{"sample": c.sample, "positive": c.positive, "negative": c.negative, "kind": c.kind,
-                          "change": c.change} for c in self.collisions[:MAX_EXAMPLES]],
+                          "change": c.change, "cause": c.cause} for c in self.collisions[:MAX_EXAMPLES]],
         }
 
 
@@ -118,8 +124,13 @@ def describe_change(positive: str, negative: str) -> str:
     return "; ".join(parts) or "nothing (identical text)"
 
 
+CUT = "cut at the context length"
+CLEANED = "same ids after cleaning (punctuation, case, unknown symbols)"
+
+
 def find_token_collisions(items: Iterable[tuple[str, str, Sequence[tuple[str, str]]]], encode: Encode,
-                          tokenizer: str = "tokenizer", batch_size: int = 512) -> TokenCheckReport:
+                          tokenizer: str = "tokenizer", batch_size: int = 512,
+                          encode_uncut: Encode | None = None) -> TokenCheckReport:
     """Report hard negatives whose token ids equal their positive's.
 
     Args:
@@ -127,6 +138,8 @@ def find_token_collisions(items: Iterable[tuple[str, str, Sequence[tuple[str, st
         encode: texts -> one id sequence per text (cleaning and truncation included, as the model sees them).
         tokenizer: named in the report.
         batch_size: texts per ``encode`` call.
+        encode_uncut: the same tokenizer without the context-length cut; given, each collision says whether
+            the texts differ only past the cut (:data:`CUT`) or not at all once tokenized (:data:`CLEANED`).
     """
     items = list(items)
     texts = list(dict.fromkeys(t for _, positive, negatives in items for t in [positive, *(n for n, _ in negatives)]))
@@ -140,6 +153,11 @@ def find_token_collisions(items: Iterable[tuple[str, str, Sequence[tuple[str, st
             report.negatives += 1
             if negative != positive and ids[negative] == ids[positive]:
                 report.collisions.append(Collision(sample, positive, negative, kind, describe_change(positive, negative)))
+    if encode_uncut is not None and report.collisions:
+        texts = list(dict.fromkeys(t for c in report.collisions for t in (c.positive, c.negative)))
+        uncut = dict(zip(texts, (tuple(row) for row in encode_uncut(texts))))
+        report.collisions = [dataclasses.replace(c, cause=CUT if uncut[c.positive] != uncut[c.negative] else CLEANED)
+                             for c in report.collisions]
     return report
 
 
@@ -210,6 +228,18 @@ class FileTokenizer:
             raise ImportError(f"reading {self.path} needs the '{exc.name}' package: pip install {exc.name}") from exc
         except Exception as exc:  # noqa: BLE001 - tokenizers and sentencepiece raise their own exception types
             raise InputError(f"{self.path}: not a readable tokenizer file ({exc})") from None
+
+    def uncut(self, texts: list[str]) -> list[list[int]]:
+        """Ids without the context-length cut."""
+        length, self.context_length = self.context_length, None
+        if self._hf is not None:
+            self._hf.no_truncation()
+        try:
+            return self(texts)
+        finally:
+            self.context_length = length
+            if self._hf is not None and length:
+                self._hf.enable_truncation(length)
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         texts = [clean_text(t, self.clean) for t in texts]
@@ -283,7 +313,8 @@ def run_cli(args: Any) -> int:
         raise InputError(f"{args.dataset} has no {SAMPLES_FILE}; expected a directory built by mmgeolm-data build")
     samples = [record for _, record in iter_jsonl(file)]
     tokenizer = load_tokenizer(args.tokenizer, args.clean, args.context_length)
-    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(args.tokenizer))
+    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(args.tokenizer),
+                                   encode_uncut=tokenizer.uncut)
     print(report.summary(examples=5))
     if args.out:
         atomic_write_json(args.out, report.to_dict())
