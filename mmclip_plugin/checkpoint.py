@@ -135,7 +135,7 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     latest = find_latest(path)
     if latest is not None:
         return latest
-    if path.is_dir() and ((path / FINAL_DIR).exists() or (path / CHECKPOINT_DIR).exists() or (path / TRAIN_CONFIG).exists()):
+    if path.is_dir() and any((path / name).exists() for name in (FINAL_DIR, CHECKPOINT_DIR, "metrics.jsonl")):
         raise FileNotFoundError(f"{path} is an mmclip-train output directory without a model yet: no {FINAL_DIR}/ and no "
                                 f"complete checkpoint under {CHECKPOINT_DIR}/")
     check_checkpoint_dir(path)  # raises the checkpoint error (missing directory or files)

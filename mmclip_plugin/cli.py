@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from mmclip_plugin.config import ConfigError, load_config
+from mmgeolm_core.errors import InputError
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,11 @@ def train_main(argv: list[str] | None = None) -> int:
         return 0
     from mmclip_plugin.train import train  # torch and open_clip load only when training
 
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except InputError as exc:  # bad data or model input found at start (e.g. data.tokenization_check=error)
+        print(f"mmclip-train: {exc}", file=sys.stderr)
+        return 2
     if result.history:
         print(f"final loss {result.final_loss:.4f} after {result.steps} steps; model: {result.final_dir}")
     return 0
