@@ -15,7 +15,6 @@ built and the failures are returned as :class:`BadRecord`; an image that fails t
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -420,6 +419,8 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
     if not samples:
         detail = "; ".join(map(str, bad[:5]))
         raise ValueError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+    from mmclip_plugin.token_check import check_tokenization
+
     mode = getattr(data_cfg, "tokenization_check", "off")
     name = model.config.pretrained if model.config.name == "hf" else model.config.name
     report = check_tokenization(samples, model.tokenize, mode, tokenizer=str(name)) if mode != "off" else None
@@ -436,54 +437,3 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
     )
     dataset.token_check = report
     return dataset, bad
-
-
-def _uncut(tokenize: Callable[..., torch.Tensor], texts: list[str]) -> list[list[int]]:
-    """Ids without the context-length cut (open_clip tokenizers take ``context_length``), padding stripped."""
-    owner = getattr(tokenize, "__self__", None)
-    tokenizer = getattr(owner, "tokenizer", tokenize)
-    try:
-        rows = tokenizer(texts, context_length=UNCUT_LENGTH).tolist()
-    except TypeError:  # a tokenizer without a context_length argument: compare the cut ids again
-        rows = tokenize(texts).tolist()
-    return rows
-
-
-UNCUT_LENGTH = 1024
-
-
-def check_tokenization(samples: list[Sample], tokenize: Callable[[list[str]], torch.Tensor], mode: str,
-                       tokenizer: str = "model") -> Any:
-    """Find hard negatives whose token ids equal their positive's (see ``data_recipes.text_negatives.token_check``).
-
-    Args:
-        samples: the training samples; with ``mode='drop'`` the colliding caption negatives are removed and
-            colliding image negatives lose their caption (so hard batches never pair the same text twice).
-        tokenize: the model's tokenizer (cleaning, vocabulary and context length as in training).
-        mode: ``warn``, ``drop`` or ``error``.
-        tokenizer: named in the report.
-
-    Raises:
-        InputError: ``mode='error'`` and some negative collides (the message summarises them).
-    """
-    from data_recipes.text_negatives.token_check import find_token_collisions
-    from mmgeolm_core.errors import InputError
-
-    items = []
-    for s in samples:
-        negatives = [(t.caption, t.kind) for t in s.text_negatives]
-        seen = {c for c, _ in negatives}
-        negatives += [(n.caption, "image") for n in s.image_negatives if n.caption and n.caption not in seen]
-        items.append((s.id or f"{s.source}:{s.record}", s.caption, negatives))
-    report = find_token_collisions(items, lambda texts: tokenize(texts).tolist(), tokenizer=tokenizer,
-                                   encode_uncut=lambda texts: _uncut(tokenize, texts))
-    if report.collisions and mode == "error":
-        raise InputError(report.summary().replace("\n", "; ") + " (data.tokenization_check=error; use drop to train "
-                         "without them, or write the symbols as words: recipe captions.symbols: words)")
-    if report.collisions and mode == "drop":
-        same = {(c.positive, c.negative) for c in report.collisions}
-        for s in samples:
-            s.text_negatives = [t for t in s.text_negatives if (s.caption, t.caption) not in same]
-            s.image_negatives = [dataclasses.replace(n, caption=None) if (s.caption, n.caption) in same else n
-                                 for n in s.image_negatives]
-    return report
