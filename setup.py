@@ -22,6 +22,7 @@ LLAVA = [
     "tokenizers>=0.15,<0.16",
     "accelerate>=0.34,<0.35",
     "sentencepiece",
+    "protobuf",  # transformers' SiglipTokenizer reads its sentencepiece model through protobuf
     "einops",
     "peft<0.14",
     "deepspeed>=0.19,<0.20",
@@ -60,6 +61,7 @@ setup(
             "mmclip-eval=mmclip_plugin.cli:eval_main",
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
             "mmclip-export=mmclip_plugin.tower.hf_export:main",
+            "mmclip-import=mmclip_plugin.tower.hf_import:main",
             "mmgeolm=mmgeolm.cli:main",
             "mmgeolm-bench=mmgeolm.bench.cli:main",
         ],

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("data_recipes.build.importers", "import reference-format JSON or (script, caption) folders"),
     "llava-data": ("data_recipes.formats.llava", "LLaVA stage-1/2 training JSON and held-out questions from a data set"),
     "probe-set": ("data_recipes.diagrams.probe", "a paired perception probe: questions on positives and their hard negatives"),
+    "check-tokens": ("data_recipes.text_negatives.token_check",
+                     "report hard negatives that a text encoder's tokenizer cannot tell from their positive"),
 }
 
 

@@ -108,6 +108,32 @@ def resolve_resume(spec: str, output_dir: str | os.PathLike) -> Path:
     return path
 
 
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """A model directory from a checkpoint directory or an ``mmclip-train`` output directory.
+
+    A checkpoint directory is returned as it is; a training run gives its ``final/``, or, before the
+    run has finished, its newest complete checkpoint.
+
+    Raises:
+        FileNotFoundError: neither a checkpoint nor a run with ``final/`` or a checkpoint (naming what was looked for).
+    """
+    from mmclip_plugin.model import is_checkpoint_dir
+
+    path = Path(path)
+    if is_checkpoint_dir(path):
+        return path
+    if is_checkpoint_dir(path / FINAL_DIR):
+        return path / FINAL_DIR
+    latest = find_latest(path)
+    if latest is not None:
+        return latest
+    if path.is_dir() and any((path / name).exists() for name in (FINAL_DIR, CHECKPOINT_DIR, "metrics.jsonl")):
+        raise FileNotFoundError(f"{path} is an mmclip-train output directory without a model yet: no {FINAL_DIR}/ and no "
+                                f"complete checkpoint under {CHECKPOINT_DIR}/")
+    check_checkpoint_dir(path)  # raises the checkpoint error (missing directory or files)
+    return path
+
+
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read ``trainer_state.pt`` (our own file: it holds RNG states, so not ``weights_only``)."""
     return torch.load(Path(path) / TRAINER_STATE, map_location="cpu", weights_only=False)

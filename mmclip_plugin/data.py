@@ -339,6 +339,11 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
     if not samples:
         detail = "; ".join(map(str, bad[:5]))
         raise InputError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+    from mmclip_plugin.token_check import check_tokenization
+
+    mode = getattr(data_cfg, "tokenization_check", "off")
+    name = model.config.pretrained if model.config.name == "hf" else model.config.name
+    report = check_tokenization(samples, model.tokenize, mode, tokenizer=str(name)) if mode != "off" else None
     dataset = ContrastiveDataset(
         samples,
         model.preprocess_train if data_cfg.augment else model.preprocess_val,
@@ -350,4 +355,5 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         hard_batches=data_cfg.hard_batches,
         augment=data_cfg.augment,
     )
+    dataset.token_check = report
     return dataset, bad

@@ -164,6 +164,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, run.step, run.epoch, run.position)
     elif env.is_main:
         _start_fresh(run)
+    if env.is_main:
+        _report_token_check(run.dataset, cfg, run.out_dir)
     barrier()
     forward = ContrastiveForward(run.model)
     if env.distributed:
@@ -279,6 +281,19 @@ def _finish(run: Run) -> TrainResult:
                  run.step, len(bad_all), len(run.index_bad), len(run.load_bad), out_dir / ckpt.FINAL_DIR)
     barrier()
     return TrainResult(out_dir, out_dir / ckpt.FINAL_DIR, run.step, history, bad_all)
+
+
+def _report_token_check(dataset: Any, cfg: TrainConfig, out_dir: Path) -> None:
+    """Log the tokenization check of the training captions and keep it as ``tokenization_check.json``."""
+    report = getattr(dataset, "token_check", None)
+    if report is None:
+        return
+    atomic_write_json(out_dir / "tokenization_check.json", {"mode": cfg.data.tokenization_check, **report.to_dict()})
+    if report.collisions:
+        action = "dropped from training" if cfg.data.tokenization_check == "drop" else "kept (data.tokenization_check=warn)"
+        log.warning("%s\n  these negatives are %s", report.summary(), action)
+    else:
+        log.info("%s", report.summary())
 
 
 def _tensorboard(out_dir: Path) -> Any:

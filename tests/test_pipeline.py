@@ -14,8 +14,8 @@ import yaml
 
 from mmgeolm import cli
 from mmgeolm.pipeline import STAGE_NAMES, build_stages
-from mmgeolm.run_layout import RunLayout
 from mmgeolm.recipe import PipelineRecipe, check_stage_settings, load_recipe
+from mmgeolm.run_layout import RunLayout
 from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, missing_before, run_stages, select
 from mmgeolm_core.config import ConfigError
 from mmgeolm_core.resources import shipped_dir, shipped_names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -32,6 +33,8 @@ from data_recipes.build.sample import PARTS_DIR, build_and_write, part_path
 from data_recipes.build.recipe import Recipe, load_recipe, recipe_diff
 from mmgeolm_core.errors import InputError
 from data_recipes.diagrams.render import RENDER_MODULES
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STATE_FILE = "build.json"  # in DIR/.parts: which recipe this directory is being built for
@@ -212,9 +215,24 @@ def finalize(root: Path, recipe: Recipe, shard: Shard, *, relative_paths: bool =
         **_build_state(recipe, shard), **manifest,
         "reference_paths": "relative" if relative_paths else "absolute",
     }
+    if recipe.check_tokenizer_path is not None:
+        manifest["tokenization_check"] = check_tokenization(recipe, samples).to_dict()
     _remove_temporaries(root)
     io.atomic_write_json(root / dataset.MANIFEST_FILE, manifest)
     return manifest
+
+
+def check_tokenization(recipe: Recipe, samples: list[dict[str, Any]]) -> Any:
+    """Report hard negatives that tokenize like their positive with the recipe's ``captions.check_tokenizer``."""
+    from data_recipes.text_negatives.token_check import find_token_collisions, items_from_samples, load_tokenizer
+
+    captions = recipe.captions
+    path = recipe.check_tokenizer_path
+    tokenizer = load_tokenizer(path, captions.check_clean, captions.check_context_length)
+    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(path),
+                                   encode_uncut=tokenizer.uncut)
+    (logger.warning if report.collisions else logger.info)("%s", report.summary())
+    return report
 
 
 def build_dataset(
