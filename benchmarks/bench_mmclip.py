@@ -100,7 +100,7 @@ def step_fn(args: argparse.Namespace, model: Any, loss_cfg: Any, batch: dict[str
 
     from mmclip_plugin.losses import HardNegativeLoss
     from mmclip_plugin.losses.reference import reference_loop_loss
-    from mmclip_plugin.train import ContrastiveForward
+    from mmclip_plugin.train_setup import ContrastiveForward
 
     device = batch["images"].device
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]

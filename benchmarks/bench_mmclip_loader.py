@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmclip_plugin.config import ModelConfig
 from mmclip_plugin.data import Collate, ContrastiveDataset, ImageNegative, Sample, TextNegative
 from mmclip_plugin.model import create_model
-from mmclip_plugin.train import ContrastiveForward
+from mmclip_plugin.train_setup import ContrastiveForward
 
 
 def make_samples(root: Path, n: int, k: int, size: int) -> list[Sample]:

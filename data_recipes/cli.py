@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "perturb-script": ("data_recipes.external.perturb", "image negatives from one external matplotlib script"),
     "perturb-batch": ("data_recipes.external.batch", "image negatives for a folder of scripts or a reference data set"),
     "import": ("data_recipes.build.importers", "import reference-format JSON or (script, caption) folders"),
+    "llava-data": ("data_recipes.formats.llava", "LLaVA stage-1/2 training JSON and held-out questions from a data set"),
+    "probe-set": ("data_recipes.diagrams.probe", "a paired perception probe: questions on positives and their hard negatives"),
+    "check-tokens": ("data_recipes.text_negatives.token_check",
+                     "report hard negatives that a text encoder's tokenizer cannot tell from their positive"),
 }
 
 

@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from data_recipes.diagrams.questions import exact_match
-from data_recipes.formats.dataset import atomic_write_text
 from llava_patches.loader import load_pretrained_model
 from llava_patches.predict import answer, load_image
+from mmgeolm_core.io import atomic_write_text
 
 
 def read_questions(path: Path) -> list[dict]:

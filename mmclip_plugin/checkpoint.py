@@ -6,6 +6,7 @@ Layout of ``output_dir``::
         open_clip_config.json, open_clip_model.safetensors, mmclip_config.json   # MMCLIPModel.save_pretrained
         train_config.yaml      # the resolved TrainConfig
         trainer_state.pt       # optimizer, scheduler, scaler, step, epoch, sampler position, RNG states
+    init/                      # the starting weights of a fresh run (what evaluation compares against)
     final/                     # the last model (+ train_config.yaml); what `mmclip:<dir>` loads
 
 Every directory is written under a temporary name and renamed into place, so a crash never leaves a
@@ -18,18 +19,20 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mmclip_plugin.config import save_config
 from mmclip_plugin.model import MMCLIPModel, check_checkpoint_dir
+from mmgeolm_core.config import save_config
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import atomic_directory
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
+INIT_DIR = "init"
 TRAIN_CONFIG = "train_config.yaml"
 TRAINER_STATE = "trainer_state.pt"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -50,22 +53,12 @@ def save_model_dir(directory: str | os.PathLike, model: MMCLIPModel, train_confi
         trainer_state: optimizer/scheduler/RNG state to resume from; None for model-only directories.
         metadata: free-form metadata stored in ``mmclip_config.json``.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        tmp = staging / "ckpt"
-        model.save_pretrained(tmp, metadata)
+    with atomic_directory(directory) as tmp:
+        model.write_files(tmp, metadata)
         save_config(train_config, tmp / TRAIN_CONFIG)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
-        if directory.exists():
-            old = staging / "old"
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return Path(directory)
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -101,18 +94,43 @@ def resolve_resume(spec: str, output_dir: str | os.PathLike) -> Path:
     """``latest`` -> the newest checkpoint in ``output_dir``; otherwise a checkpoint directory path.
 
     Raises:
-        FileNotFoundError: nothing to resume from, naming where it looked.
+        InputError: nothing to resume from, naming where it looked.
     """
     if spec == "latest":
         path = find_latest(output_dir)
         if path is None:
-            raise FileNotFoundError(
-                f"--resume latest: no checkpoint with {TRAINER_STATE} under {Path(output_dir) / CHECKPOINT_DIR}"
-            )
+            raise InputError(f"--resume latest: no checkpoint with {TRAINER_STATE} under "
+                             f"{Path(output_dir) / CHECKPOINT_DIR} (nothing to resume; start without --resume)")
         return path
     path = check_checkpoint_dir(spec)
     if not (path / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"--resume {spec}: {path} has no {TRAINER_STATE} (a model-only directory cannot resume)")
+        raise InputError(f"--resume {spec}: {path} has no {TRAINER_STATE} (a model-only directory cannot resume)")
+    return path
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """A model directory from a checkpoint directory or an ``mmclip-train`` output directory.
+
+    A checkpoint directory is returned as it is; a training run gives its ``final/``, or, before the
+    run has finished, its newest complete checkpoint.
+
+    Raises:
+        FileNotFoundError: neither a checkpoint nor a run with ``final/`` or a checkpoint (naming what was looked for).
+    """
+    from mmclip_plugin.model import is_checkpoint_dir
+
+    path = Path(path)
+    if is_checkpoint_dir(path):
+        return path
+    if is_checkpoint_dir(path / FINAL_DIR):
+        return path / FINAL_DIR
+    latest = find_latest(path)
+    if latest is not None:
+        return latest
+    if path.is_dir() and any((path / name).exists() for name in (FINAL_DIR, CHECKPOINT_DIR, "metrics.jsonl")):
+        raise FileNotFoundError(f"{path} is an mmclip-train output directory without a model yet: no {FINAL_DIR}/ and no "
+                                f"complete checkpoint under {CHECKPOINT_DIR}/")
+    check_checkpoint_dir(path)  # raises the checkpoint error (missing directory or files)
     return path
 
 

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from mmclip_plugin.config import ConfigError, load_config
+import yaml
+
+from mmclip_plugin.config import load_config
+from mmgeolm_core.cli import run_cli
+from mmgeolm_core.config import config_to_dict
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import atomic_write_json, read_text
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -17,36 +24,34 @@ def build_train_parser() -> argparse.ArgumentParser:
         description="Fine-tune a CLIP/SigLIP encoder pair with hard-negative contrastive losses (MMCLIP).",
         epilog="example: mmclip-train mmclip_plugin/configs/tiny-cpu.yaml data.train=runs/demo/data output_dir=runs/mmclip",
     )
-    parser.add_argument("config", help="training config YAML (see mmclip_plugin/configs/)")
+    parser.add_argument("config", help="training config YAML, or a shipped name (tiny-cpu, vit-l-14-336, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, nested keys dotted (data.train=DIR optim.lr=1e-4 steps=200)")
     parser.add_argument("--resume", metavar="latest|DIR", default=None,
                         help="continue exactly from the newest checkpoint in output_dir, or from a checkpoint directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an output_dir that holds another run (moved aside, never deleted)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return parser
 
 
-def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mmclip-train``; returns the exit status."""
-    args = build_train_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"mmclip-train: {exc}", file=sys.stderr)
-        return 2
+def run_train(args: argparse.Namespace) -> int:
+    """``mmclip-train``: load and check the config, then train (or print the resolved config)."""
+    cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        from mmclip_plugin.config import config_to_dict
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
     from mmclip_plugin.train import train  # torch and open_clip load only when training
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.history:
         print(f"final loss {result.final_loss:.4f} after {result.steps} steps; model: {result.final_dir}")
     return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mmclip-train``; returns the exit status."""
+    return run_cli("mmclip-train", build_train_parser(), run_train, argv, intermixed=True)
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
@@ -70,39 +75,33 @@ def build_eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-negatives", type=int, default=None, metavar="K", help="at most K caption negatives per sample")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mmclip-eval`` (hard-negative accuracy of checkpoints); returns the exit status."""
-    args = build_eval_parser().parse_args(argv)
+def run_eval(args: argparse.Namespace) -> int:
+    """``mmclip-eval``: evaluate every checkpoint on the same split; print, and write JSON and a chart."""
     from mmclip_plugin.evaluate import EvalConfig, evaluate_checkpoints, format_summary
-    from mmclip_plugin.train import write_json
 
-    try:
-        cfg = EvalConfig(split=args.split, batch_size=args.batch_size, image_negatives=args.image_negatives,
-                         text_negatives=args.text_negatives, device=args.device, num_workers=args.num_workers,
-                         progress=not args.quiet)
-        data = args.data[0] if len(args.data) == 1 else args.data
-        results = evaluate_checkpoints(args.checkpoint, data, cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"mmclip-eval: {exc}", file=sys.stderr)
-        return 2
+    cfg = EvalConfig(split=args.split, batch_size=args.batch_size, image_negatives=args.image_negatives,
+                     text_negatives=args.text_negatives, device=args.device, num_workers=args.num_workers,
+                     progress=not args.quiet)
+    results = evaluate_checkpoints(args.checkpoint, args.data[0] if len(args.data) == 1 else args.data, cfg)
     if not args.quiet:
         for name, result in results.items():
             print(format_summary(name, result))
     if args.out:
-        from pathlib import Path
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, next(iter(results.values())) if len(results) == 1 else results)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)
     if args.plot:
         from mmclip_plugin.plots import plot_results
 
         plot_results(results, args.plot)
     return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mmclip-eval`` (hard-negative accuracy of checkpoints); returns the exit status."""
+    return run_cli("mmclip-eval", build_eval_parser(), run_eval, argv)
 
 
 def build_ablate_parser() -> argparse.ArgumentParser:
@@ -113,8 +112,8 @@ def build_ablate_parser() -> argparse.ArgumentParser:
                     "ablation.md, ablation.json and ablation.png. Re-running skips arms already evaluated.",
         epilog="example: mmclip-ablate mmclip_plugin/configs/ablation-cpu.yaml --out runs/ablation",
     )
-    parser.add_argument("recipe", help="ablation recipe YAML (see mmclip_plugin/configs/ablation-cpu.yaml)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed when it exists)")
+    parser.add_argument("recipe", nargs="?", help="ablation recipe YAML or shipped name (e.g. ablation-cpu)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (resumed when it exists)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms (default: the recipe's)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="override the recipe's seeds")
     parser.add_argument("--list-arms", action="store_true", help="print the registered arms and exit")
@@ -122,9 +121,8 @@ def build_ablate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def ablate_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mmclip-ablate`` (the paper's comparison of negative types); returns the exit status."""
-    args = build_ablate_parser().parse_args(argv)
+def run_ablate(args: argparse.Namespace) -> int:
+    """``mmclip-ablate``: every (arm, seed) not yet evaluated, then the table."""
     from mmclip_plugin.ablation.arms import get_arm, list_arms
     from mmclip_plugin.ablation.config import load_ablation
     from mmclip_plugin.ablation.run import run_ablation
@@ -133,20 +131,21 @@ def ablate_main(argv: list[str] | None = None) -> int:
         for name in list_arms():
             print(f"{name:18s} {get_arm(name).label}")
         return 0
-    try:
-        ablation = load_ablation(args.recipe)
-        if args.arms:
-            ablation.arms = [get_arm(a).name for a in args.arms]
-        if args.seeds:
-            ablation.seeds = list(dict.fromkeys(args.seeds))
-    except (ConfigError, KeyError) as exc:
-        print(f"mmclip-ablate: {exc}", file=sys.stderr)
-        return 2
+    if args.recipe is None or args.out is None:
+        raise InputError("give an ablation RECIPE and --out DIR (or --list-arms)")
+    ablation = load_ablation(args.recipe)
+    if args.arms:
+        ablation.arms = [get_arm(a).name for a in args.arms]
+    if args.seeds:
+        ablation.seeds = list(dict.fromkeys(args.seeds))
     run_ablation(ablation, args.out, progress=not args.no_progress)
-    from pathlib import Path
-
-    print(Path(args.out, "ablation.md").read_text(), end="")
+    print(read_text(Path(args.out, "ablation.md")), end="")
     return 0
+
+
+def ablate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mmclip-ablate`` (the paper's comparison of negative types); returns the exit status."""
+    return run_cli("mmclip-ablate", build_ablate_parser(), run_ablate, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_recipes.formats.dataset import TEXT_KINDS
 from mmgeolm_core.config import (
     ConfigError,
     build_config,
@@ -29,10 +30,14 @@ from mmgeolm_core.config import (
     parse_overrides,
     save_config,
 )
+from mmgeolm_core.resources import resolve_shipped
 
 SAMPLE_MODES = ("fixed", "random")
-TEXT_KINDS = ("perturbation", "rule", "retrieval")
 DEVICES = ("auto", "cpu", "cuda")
+HF_PREFIX = "hf:"
+"""``model.pretrained: hf:<dir>`` starts from a transformers CLIPModel / SiglipModel directory."""
+TOKEN_CHECKS = ("warn", "drop", "error", "off")
+"""What ``mmclip-train`` does with hard negatives that tokenize like their positive."""
 PRECISIONS = ("fp32", "bf16", "fp16")
 ROW_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 """How the entries of a sigmoid hard-negative row combine."""
@@ -50,8 +55,12 @@ class ModelConfig:
 
     Attributes:
         name: open_clip model name (built-in, or registered from ``arch_json`` / our ``model_configs``),
-            or ``local-dir:<mmclip checkpoint>``.
-        pretrained: open_clip pretrained tag (e.g. ``openai``) or a local weights file; None for random init.
+            ``local-dir:<mmclip checkpoint>`` (e.g. written by ``mmclip-import``), or ``hf`` together with
+            ``pretrained: hf:<dir>``.
+        pretrained: open_clip pretrained tag (e.g. ``openai``), a local weights file, or ``hf:<dir>``: a
+            transformers CLIPModel / SiglipModel directory converted when the model is built (architecture,
+            weights, tokenizer and preprocessing all come from it; ``name`` must then be ``hf``); None for
+            random init.
         arch_json: optional path to a custom architecture JSON (its file stem is the model name).
         lock_text: freeze the text tower (except its last ``lock_text_unlocked_layers`` blocks).
         lock_text_unlocked_layers: text blocks left trainable when ``lock_text``.
@@ -79,6 +88,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.name), "name", "an open_clip model name or 'local-dir:<path>'", self.name)
+        from_hf = isinstance(self.pretrained, str) and self.pretrained.startswith(HF_PREFIX)
+        check(not from_hf or len(self.pretrained) > len(HF_PREFIX), "pretrained", "hf:<transformers model directory>",
+              self.pretrained)
+        check(from_hf == (self.name == "hf"), "name",
+              "'hf' exactly when pretrained is 'hf:<dir>' (the architecture then comes from <dir>/config.json)",
+              self.name)
         check_number(self.freeze_vision_blocks, "freeze_vision_blocks", ge=0, integer=True)
         check_number(self.lock_text_unlocked_layers, "lock_text_unlocked_layers", ge=0, integer=True)
         if self.force_image_size is not None:
@@ -86,7 +101,7 @@ class ModelConfig:
 
 
 # ------------------------------------------------------------------------------------- loss
-KIND_NAMES: tuple[str, ...] = ("perturbation", "rule", "retrieval")
+KIND_NAMES: tuple[str, ...] = TEXT_KINDS
 """Kinds of caption negatives; ``neg_text_kind`` holds indices into this tuple."""
 
 TERM_NAMES: tuple[str, ...] = ("in_batch", "image_negatives", "text_negatives")
@@ -214,6 +229,9 @@ class DataConfig:
         drop_last: drop the last incomplete batch of an epoch.
         text_negative_kinds: keep only caption negatives of these kinds (None: every kind); the
             ablation's retrieval-only and rule-only arms use it.
+        tokenization_check: at start, find hard negatives whose token ids (the model's own tokenizer,
+            cleaning and truncation included) equal their positive's: ``warn`` reports them, ``drop`` also
+            removes them from training, ``error`` refuses to train, ``off`` skips the check.
     """
 
     train: str | list[str] | None = None
@@ -229,9 +247,11 @@ class DataConfig:
     reference_text_kind: str = "rule"
     drop_last: bool = True
     text_negative_kinds: list[str] | None = None
+    tokenization_check: str = "warn"
 
     def __post_init__(self) -> None:
         check_number(self.batch_size, "batch_size", ge=1, integer=True)
+        check_choice(self.tokenization_check, "tokenization_check", TOKEN_CHECKS)
         for name in ("image_negatives", "text_negatives", "num_workers"):
             check_number(getattr(self, name), name, ge=0, integer=True)
         check_choice(self.sample, "sample", SAMPLE_MODES)
@@ -351,13 +371,15 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     """Read a YAML train config and apply dotted ``key=value`` overrides.
 
     Args:
-        path: the YAML file (None: defaults only).
+        path: the YAML file, or a shipped config's short name (None: defaults only).
         overrides: ``key=value`` strings; nested keys dotted (``data.train=DIR``).
 
     Raises:
         ConfigError: unreadable or empty YAML, duplicate or unknown keys, wrong types or invalid values
             (naming the file and the key).
     """
+    if path is not None:
+        path = resolve_shipped("mmclip-config", path)
     raw: dict[str, Any] = load_yaml_mapping(path, "training config") if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
     if overrides:

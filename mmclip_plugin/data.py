@@ -1,22 +1,19 @@
 """Training data for MMCLIP: read data sets, pick K negatives per sample, load images, collate.
 
-Two on-disk formats are read as they are:
+Two on-disk formats are read, each through the one module that owns it, so a record is accepted or
+refused here exactly as ``mmgeolm-data`` and ``mmclip-eval`` accept or refuse it:
 
-* a data-set directory built by ``mmgeolm-data build`` (``DIR/samples.jsonl``, one sample per line,
-  image paths relative to ``DIR``);
-* the reference's JSON lists: image negatives ``{"positive_image_path", "negative_image_path": [...],
-  "conversations"}`` and text negatives ``{"positive_image_path", "negative_captions": [...],
-  "conversations"}`` (the kind is detected per record from its keys; records of several files that
-  share an image and caption are merged into one sample).
+* a data-set directory built by ``mmgeolm-data build`` or ``import`` (:mod:`data_recipes.formats.dataset`);
+* the reference's JSON lists of image or text negatives (:mod:`data_recipes.formats.reference`; records
+  of several files that share an image and caption are merged into one sample).
 
-Bad records are never a crash: cheap checks (file exists, caption non-empty) run when the index is
-built and the failures are returned as :class:`BadRecord`; an image that fails to decode at load time
-(inside a DataLoader worker) yields a marker that :class:`Collate` drops and reports in the batch.
+Bad records are never a crash: a record the format refuses (a missing key or file, an empty caption) is
+skipped and returned as a :class:`BadRecord`; an image that fails to decode at load time (inside a
+DataLoader worker) yields a marker that :class:`Collate` drops and reports in the batch.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,22 +25,33 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-TEXT_KINDS = ("perturbation", "rule", "retrieval")
-SAMPLES_FILE = "samples.jsonl"
-_GPT_ROLES = ("gpt", "assistant", "model")
+from data_recipes.formats.dataset import TEXT_KINDS, read_samples_report
+from data_recipes.formats.reference import read_reference, resolve_files
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError
 
 
 @dataclass(frozen=True)
 class BadRecord:
-    """One problem found in the data: which file, which record, which field, and what is wrong."""
+    """One problem found in the data: which file, which record, which field, and what is wrong.
+
+    A plain dataclass (not the :class:`~mmgeolm_core.io.FormatError` it is made from) so that it crosses
+    DataLoader worker processes and checkpoints as data.
+    """
 
     file: str
     record: str
     field: str
     reason: str
 
+    @classmethod
+    def of(cls, error: FormatError) -> BadRecord:
+        return cls(error.file, error.where or "", error.key or "", error.reason)
+
     def __str__(self) -> str:
-        return f"{self.file}: record {self.record}: field '{self.field}': {self.reason}"
+        where = f": {self.record}" if self.record else ""
+        key = f": key '{self.field}'" if self.field else ""
+        return f"{self.file}{where}{key}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,11 @@ def read_samples(
         reference_text_kind: kind assigned to the reference's ``negative_captions``.
 
     Returns:
-        The valid samples (bad negatives removed) and every problem found.
+        The valid samples and every record refused (skipped and reported).
 
     Raises:
-        FileNotFoundError: a path does not exist.
-        ValueError: a file is not in either format (not one bad record but the whole file).
+        InputError: a path does not exist.
+        FormatError: a whole file is unreadable (not UTF-8, not JSON, no samples.jsonl).
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -102,142 +110,54 @@ def read_samples(
     merged: dict[tuple[str, str], Sample] = {}
     for path in map(Path, paths):
         if path.is_dir():
-            raw = _read_dataset_dir(path, split, bad)
+            samples += _read_dataset_dir(path, split, bad)
         elif path.is_file():
-            raw = _read_reference_json(path, Path(image_root) if image_root else path.parent, reference_text_kind, bad)
-        else:
-            raise FileNotFoundError(f"training data {path} does not exist (expected a data-set directory or a JSON file)")
-        for sample in raw:
-            sample = _validate(sample, bad)
-            if sample is None:
-                continue
-            key = (sample.image, sample.caption)
-            if path.is_file() and key in merged:  # reference image- and text-negative files describe the same sample
-                twin = merged[key]
+            for sample in _read_reference_json(path, Path(image_root) if image_root else path.parent,
+                                               reference_text_kind, bad):
+                twin = merged.get((sample.image, sample.caption))
+                if twin is None:  # the reference's image- and text-negative files describe the same samples
+                    merged[(sample.image, sample.caption)] = sample
+                    samples.append(sample)
+                    continue
                 seen_images = {n.image for n in twin.image_negatives}
                 seen_texts = {n.caption for n in twin.text_negatives}
                 twin.image_negatives += [n for n in sample.image_negatives if n.image not in seen_images]
                 twin.text_negatives += [n for n in sample.text_negatives if n.caption not in seen_texts]
-                continue
-            merged.setdefault(key, sample)
-            samples.append(sample)
+        else:
+            raise InputError(f"training data {path} does not exist (expected a data-set directory or a JSON file)")
     return samples, bad
 
 
 def _read_dataset_dir(root: Path, split: str, bad: list[BadRecord]) -> list[Sample]:
-    file = root / SAMPLES_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{root} is not a data set: no {SAMPLES_FILE} (build one with `mmgeolm-data build`)")
-    out = []
-    with file.open() as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"line {line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(BadRecord(str(file), where, "<json>", f"invalid JSON: {exc}"))
-                continue
-            if not isinstance(rec, dict):
-                bad.append(BadRecord(str(file), where, "<json>", "expected a JSON object"))
-                continue
-            if rec.get("split", "train") != split:
-                continue
-            where = f"{where} (id {rec.get('id', '?')})"
-            image_negs = [
-                ImageNegative(_resolve(root, n.get("image")), n.get("caption") or None, str(n.get("type", "image")))
-                for n in rec.get("negatives") or []
-            ]
-            text_negs = [TextNegative(t.get("caption") or "", t.get("kind", "rule")) for t in rec.get("text_negatives") or []]
-            out.append(
-                Sample(_resolve(root, rec.get("image")), rec.get("caption") or "", image_negs, text_negs, str(file), where,
-                       str(rec.get("id", line_no)))
-            )
-    return out
+    records, problems = read_samples_report(root, check_files=True)
+    bad += [BadRecord.of(p) for p in problems]
+    source = str(root / "samples.jsonl")
+    return [
+        Sample(
+            os.path.normpath(root / rec["image"]), rec["caption"].strip(),
+            [ImageNegative(os.path.normpath(root / n["image"]), n["caption"] or None, n["type"]) for n in rec["negatives"]],
+            [TextNegative(t["caption"], t["kind"]) for t in rec["text_negatives"]],
+            source, f"id {rec['id']}", rec["id"],
+        )
+        for rec in records
+        if rec["split"] == split
+    ]
 
 
 def _read_reference_json(file: Path, root: Path, text_kind: str, bad: list[BadRecord]) -> list[Sample]:
-    try:
-        records = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file} is not a readable reference JSON list: {exc}") from exc
-    if not isinstance(records, list):
-        raise ValueError(f"{file}: expected a JSON list of records with 'positive_image_path', got {type(records).__name__}")
+    records, problems = read_reference(file)
+    bad += [BadRecord.of(p) for p in problems]
     out = []
-    for i, rec in enumerate(records):
-        where = f"index {i}"
-        if not isinstance(rec, dict) or "positive_image_path" not in rec:
-            bad.append(BadRecord(str(file), where, "positive_image_path", "missing (not a reference-format record)"))
+    for record in records:
+        try:
+            record = resolve_files(record, file, root)
+        except FormatError as err:
+            bad.append(BadRecord.of(err))
             continue
-        caption = caption_from_conversations(rec.get("conversations"))
-        image_negs = [ImageNegative(_resolve(root, p)) for p in _as_list(rec.get("negative_image_path"))]
-        text_negs = [TextNegative(c if isinstance(c, str) else "", text_kind) for c in _as_list(rec.get("negative_captions"))]
-        out.append(Sample(_resolve(root, rec["positive_image_path"]), caption, image_negs, text_negs, str(file), where, str(i)))
+        out.append(Sample(record.image, record.caption, [ImageNegative(p) for p in record.negative_images],
+                          [TextNegative(c, text_kind) for c in record.negative_captions], str(file), record.where,
+                          record.where))
     return out
-
-
-def caption_from_conversations(conversations: Any) -> str:
-    """The positive caption of a reference record: the first gpt/assistant turn's value.
-
-    Accepts a list of ``{"from", "value"}`` turns, a list of such lists, or a bare list of strings
-    (alternating human/gpt, so the second string is the answer). Returns "" when none is found.
-    """
-    turns = conversations if isinstance(conversations, list) else [conversations]
-    if turns and all(isinstance(t, list) for t in turns):
-        turns = [t for group in turns for t in group]
-    if turns and all(isinstance(t, str) for t in turns):
-        return (turns[1] if len(turns) > 1 else turns[0]).strip()
-    for turn in turns:
-        if isinstance(turn, dict) and str(turn.get("from", turn.get("role", ""))).lower() in _GPT_ROLES:
-            value = turn.get("value", turn.get("content", ""))
-            return value.strip() if isinstance(value, str) else ""
-    return ""
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _resolve(root: Path, path: Any) -> str:
-    if not isinstance(path, str) or not path:
-        return ""
-    p = Path(path)
-    return os.path.normpath(p if p.is_absolute() else root / p)
-
-
-def _validate(sample: Sample, bad: list[BadRecord]) -> Sample | None:
-    """Cheap checks; drop bad negatives, return None when the positive itself is unusable."""
-    def report(field_name: str, reason: str) -> None:
-        bad.append(BadRecord(sample.source, sample.record, field_name, reason))
-
-    pos_field = "image" if sample.source.endswith(".jsonl") else "positive_image_path"
-    if not sample.image or not os.path.isfile(sample.image):
-        report(pos_field, f"image file {sample.image or '<empty>'} not found")
-        return None
-    if not isinstance(sample.caption, str) or not sample.caption.strip():
-        report("caption" if pos_field == "image" else "conversations", "empty caption")
-        return None
-    neg_field = "negatives" if pos_field == "image" else "negative_image_path"
-    kept_images = []
-    for j, neg in enumerate(sample.image_negatives):
-        if not neg.image or not os.path.isfile(neg.image):
-            report(f"{neg_field}[{j}]", f"image file {neg.image or '<empty>'} not found")
-        else:
-            kept_images.append(neg)
-    text_field = "text_negatives" if pos_field == "image" else "negative_captions"
-    kept_texts = []
-    for j, neg in enumerate(sample.text_negatives):
-        if not neg.caption.strip():
-            report(f"{text_field}[{j}]", "empty caption")
-        elif neg.kind not in TEXT_KINDS:
-            report(f"{text_field}[{j}].kind", f"unknown kind {neg.kind!r}; expected one of {TEXT_KINDS}")
-        else:
-            kept_texts.append(neg)
-    sample.image_negatives, sample.text_negatives = kept_images, kept_texts
-    return sample
 
 
 # ------------------------------------------------------------------------------------- dataset
@@ -422,7 +342,7 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         ValueError: no training data configured, or no valid sample left after validation.
     """
     if not data_cfg.train_paths:
-        raise ValueError("data.train is not set: give a data-set directory or a reference JSON file (data.train=PATH)")
+        raise InputError("data.train is not set: give a data-set directory or a reference JSON file (data.train=PATH)")
     samples, bad = read_samples(
         data_cfg.train_paths, split=data_cfg.split, image_root=data_cfg.image_root,
         reference_text_kind=data_cfg.reference_text_kind,
@@ -433,7 +353,12 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
             s.text_negatives = [t for t in s.text_negatives if t.kind in kinds]
     if not samples:
         detail = "; ".join(map(str, bad[:5]))
-        raise ValueError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+        raise InputError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+    from mmclip_plugin.token_check import check_tokenization
+
+    mode = getattr(data_cfg, "tokenization_check", "off")
+    name = model.config.pretrained if model.config.name == "hf" else model.config.name
+    report = check_tokenization(samples, model.tokenize, mode, tokenizer=str(name)) if mode != "off" else None
     dataset = ContrastiveDataset(
         samples,
         model.preprocess_train if data_cfg.augment else model.preprocess_val,
@@ -445,4 +370,5 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         hard_batches=data_cfg.hard_batches,
         augment=data_cfg.augment,
     )
+    dataset.token_check = report
     return dataset, bad

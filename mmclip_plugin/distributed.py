@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
+from mmgeolm_core.errors import InputError
+
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -112,9 +114,17 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    """True on rank 0 (and in a single process)."""
-    return get_rank() == 0
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda`` -> a device: ``cuda:<local_rank>`` (under torchrun), else the CPU.
+
+    Raises:
+        InputError: ``cuda`` asked for where CUDA is not available.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda requested but CUDA is not available; use device cpu or auto")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 def barrier() -> None:

@@ -39,7 +39,9 @@ from tqdm import tqdm
 from mmclip_plugin.checkpoint import FINAL_DIR
 from mmclip_plugin.config import ModelConfig
 from mmclip_plugin.data import TEXT_KINDS, Sample, read_samples
+from mmclip_plugin.distributed import resolve_device
 from mmclip_plugin.model import MMCLIPModel, create_model, is_checkpoint_dir, load_checkpoint
+from mmgeolm_core.errors import InputError
 
 UNTRAINED_PREFIX = "none:"
 RETRIEVAL_KS = (1, 5)
@@ -69,23 +71,16 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("image_negatives", "text_negatives"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 or None (all), got {value}")
+                raise InputError(f"{name} must be >= 0 or None (all), got {value}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 # ------------------------------------------------------------------------------------- models
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda requested but CUDA is not available; use --device cpu")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def load_eval_model(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> MMCLIPModel:
     """The model named by ``spec``.
 
@@ -102,7 +97,7 @@ def load_eval_model(spec: str, device: str | torch.device = "cpu", seed: int = 0
     if spec.startswith(UNTRAINED_PREFIX):
         name, _, tag = spec[len(UNTRAINED_PREFIX) :].partition(":")
         if not name:
-            raise ValueError(f"checkpoint {spec!r}: expected none:<open_clip model name>[:<pretrained tag>]")
+            raise InputError(f"checkpoint {spec!r}: expected none:<open_clip model name>[:<pretrained tag>]")
         torch.manual_seed(seed)
         return create_model(ModelConfig(name=name, pretrained=tag or None), device=device)
     path = Path(spec)
@@ -175,7 +170,7 @@ def load_split(data: str | os.PathLike | Sequence[str | os.PathLike], split: str
     samples, bad = read_samples(data, split=split)
     if not samples:
         detail = "; ".join(map(str, bad[:3]))
-        raise ValueError(f"no valid samples in {data} (split {split!r}){': ' + detail if detail else ''}")
+        raise InputError(f"no valid samples in {data} (split {split!r}){': ' + detail if detail else ''}")
     return samples
 
 

@@ -6,14 +6,16 @@ by implementing the same methods.
 
 A saved checkpoint directory is a valid open_clip ``local-dir:`` (``open_clip_config.json`` with
 ``model_cfg`` and ``preprocess_cfg``, weights in ``open_clip_model.safetensors``) plus
-``mmclip_config.json`` (the :class:`ModelConfig` used and free-form metadata from the trainer).
+``mmclip_config.json`` (the :class:`ModelConfig` used and free-form metadata from the trainer), and
+the tokenizer's own files when it is a transformers tokenizer (SigLIP, imported models), which open_clip
+reads from the directory itself. A checkpoint with a generated timm tower name (an imported SigLIP,
+see :mod:`mmclip_plugin.tower.timm_vit`) needs that name registered before plain open_clip builds it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
-from mmclip_plugin.config import ModelConfig
+from mmclip_plugin.config import HF_PREFIX, ModelConfig
+from mmclip_plugin.tower.timm_vit import register_timm_names
+from mmgeolm_core.io import atomic_directory, atomic_write_json
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -121,59 +125,53 @@ class MMCLIPModel(nn.Module):
         if cfg.lock_text:
             self.clip.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers, freeze_layer_norm=True)
         if cfg.freeze_vision_blocks:
-            visual = self.clip.visual
+            self._freeze_vision_blocks(cfg.freeze_vision_blocks)
+        if cfg.grad_checkpointing:
+            self.clip.set_grad_checkpointing(True)
+
+    def _freeze_vision_blocks(self, count: int) -> None:
+        """Freeze the patch embedding, position/prefix embeddings, pre-norm and the first ``count`` blocks."""
+        visual = self.clip.visual
+        trunk = getattr(visual, "trunk", None)  # a timm ViT (SigLIP) inside open_clip's TimmModel
+        if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed"):
+            blocks, stem, names, owner = trunk.blocks, [trunk.patch_embed, trunk.norm_pre], ("cls_token", "reg_token",
+                                                                                             "pos_embed"), trunk
+        else:
             blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
             if blocks is None:
                 raise ValueError(
-                    f"model.freeze_vision_blocks={cfg.freeze_vision_blocks} needs an open_clip VisionTransformer "
-                    f"tower; {type(visual).__name__} has no transformer.resblocks"
+                    f"model.freeze_vision_blocks={count} needs a ViT tower (open_clip VisionTransformer or timm ViT); "
+                    f"{type(visual).__name__} has no blocks"
                 )
-            if cfg.freeze_vision_blocks > len(blocks):
-                raise ValueError(f"model.freeze_vision_blocks={cfg.freeze_vision_blocks} > {len(blocks)} vision blocks")
-            frozen = [visual.conv1, *blocks[: cfg.freeze_vision_blocks]]
-            for module in frozen:
-                module.requires_grad_(False)
-            for name in ("class_embedding", "positional_embedding"):
-                if isinstance(getattr(visual, name, None), nn.Parameter):
-                    getattr(visual, name).requires_grad_(False)
-            if hasattr(visual, "ln_pre"):
-                visual.ln_pre.requires_grad_(False)
-        if cfg.grad_checkpointing:
-            self.clip.set_grad_checkpointing(True)
+            stem, names, owner = [visual.conv1, getattr(visual, "ln_pre", nn.Identity())], (
+                "class_embedding", "positional_embedding"), visual
+        if count > len(blocks):
+            raise ValueError(f"model.freeze_vision_blocks={count} > {len(blocks)} vision blocks")
+        for module in [*stem, *blocks[:count]]:
+            module.requires_grad_(False)
+        for name in names:
+            if isinstance(getattr(owner, name, None), nn.Parameter):
+                getattr(owner, name).requires_grad_(False)
 
     # ----------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
         """Write an MMCLIP checkpoint directory atomically (a temp dir renamed into place)."""
+        with atomic_directory(directory) as tmp:
+            self.write_files(tmp, metadata)
+        return Path(directory)
+
+    def write_files(self, directory: Path, metadata: dict | None = None) -> None:
+        """Write the checkpoint's files (weights, open_clip config, MMCLIP config) into an existing directory."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         state = {k: v.detach().contiguous().cpu() for k, v in self.clip.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        _write_json(tmp / OPEN_CLIP_CONFIG, {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg})
-        _write_json(
-            tmp / MMCLIP_CONFIG,
-            {"format": "mmclip", "version": 1, "model": dataclasses.asdict(self.config), "metadata": metadata or {}},
-        )
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            _rmtree(old)
-        else:
-            os.replace(tmp, directory)
-        return directory
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        atomic_write_json(directory / OPEN_CLIP_CONFIG, {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg})
+        if hasattr(self.tokenizer, "save_pretrained"):
+            # a transformers tokenizer (open_clip HFTokenizer): local-dir: loading reads it from the directory
+            self.tokenizer.save_pretrained(str(directory))
+        atomic_write_json(directory / MMCLIP_CONFIG, {"format": "mmclip", "version": 1,
+                                                      "model": dataclasses.asdict(self.config), "metadata": metadata or {}})
 
 
 def is_checkpoint_dir(path: str | os.PathLike) -> bool:
@@ -184,6 +182,13 @@ def is_checkpoint_dir(path: str | os.PathLike) -> bool:
 def create_model(config: ModelConfig | None = None, device: str | torch.device = "cpu") -> MMCLIPModel:
     """Build an :class:`MMCLIPModel` from a :class:`ModelConfig` (random init, pretrained tag, or checkpoint)."""
     config = config or ModelConfig()
+    if config.pretrained and config.pretrained.startswith(HF_PREFIX):
+        from mmclip_plugin.tower.hf_import import build_model_from_hf
+
+        if config.force_image_size:
+            raise ValueError("model.force_image_size cannot be combined with pretrained: hf:<dir> (the size is the "
+                             "transformers model's)")
+        return build_model_from_hf(config.pretrained[len(HF_PREFIX):], config, device=device)
     register_model_configs()
     if config.arch_json:
         register_model_configs(config.arch_json)
@@ -192,7 +197,10 @@ def create_model(config: ModelConfig | None = None, device: str | torch.device =
         kwargs["force_image_size"] = config.force_image_size
     name = config.name
     if name.startswith("local-dir:"):
-        check_checkpoint_dir(name[len("local-dir:") :])
+        path = check_checkpoint_dir(name[len("local-dir:") :])
+        register_timm_names(json.loads((path / OPEN_CLIP_CONFIG).read_text())["model_cfg"])
+    else:
+        register_timm_names(open_clip.get_model_config(name))
     clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=config.pretrained, device=device, **kwargs)
     model_cfg = open_clip.get_model_config(name)
     if model_cfg is None:

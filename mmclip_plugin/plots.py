@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mmgeolm_core.io import atomic_write_with
+
 OVERALL = (("i2t_hard_acc", "i2t hard"), ("t2i_hard_acc", "t2i hard"))
 RETRIEVAL = (("i2t_r1", "i2t R@1"), ("t2i_r1", "t2i R@1"))
 
@@ -63,10 +65,8 @@ def plot_results(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLi
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,16 +24,30 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mmclip_plugin import checkpoint as ckpt
 from mmclip_plugin.config import TrainConfig
-from mmclip_plugin.data import BadRecord, Collate, ContrastiveDataset, build_dataset
-from mmclip_plugin.distributed import DistEnv, all_reduce_mean, barrier, destroy_distributed, init_distributed
-from mmclip_plugin.losses import TERM_NAMES, HardNegativeLoss, check_scalars, configure_scalars
-from mmclip_plugin.model import MMCLIPModel, create_model
-from mmclip_plugin.sampler import GroupedBatchSampler, RandomBatchSampler
+from mmclip_plugin.data import BadRecord
+from mmclip_plugin.distributed import (
+    DistEnv,
+    all_reduce_mean,
+    barrier,
+    destroy_distributed,
+    init_distributed,
+)
+from mmclip_plugin.losses import TERM_NAMES
+from mmclip_plugin.train_setup import (
+    ContrastiveForward,
+    Run,
+    build_run,
+    check_output_dir,
+    iterate_batches,
+    move_aside,
+)
+from mmgeolm_core.io import append_jsonl, atomic_write_json, atomic_write_text, atomic_write_with, iter_jsonl
+
+log = logging.getLogger(__name__)
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -60,43 +73,6 @@ class TrainResult:
     @property
     def final_loss(self) -> float:
         return self.history[-1]["loss"] if self.history else float("nan")
-
-
-class ContrastiveForward(nn.Module):
-    """One forward pass of positives and valid negatives, batched, as DDP needs a ``forward``.
-
-    Negatives are concatenated with the positives and encoded in one pass per tower, then split and
-    scattered back to their (B, K) slots; padding slots stay zero (their masks are False).
-    """
-
-    def __init__(self, model: MMCLIPModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, texts = batch["images"], batch["texts"]  # (B, 3, H, W), (B, L)
-        b = images.shape[0]
-        ki, kt = batch["neg_image_mask"].shape[1], batch["neg_text_mask"].shape[1]
-        neg_images = batch["neg_images"][batch["neg_image_mask"]]  # (Ni, 3, H, W) valid negatives only
-        neg_texts = batch["neg_texts"][batch["neg_text_mask"]]  # (Nt, L)
-        image_features = self.model.encode_image(torch.cat([images, neg_images]))  # (B + Ni, D)
-        text_features = self.model.encode_text(torch.cat([texts, neg_texts]))  # (B + Nt, D)
-        bias = self.model.logit_bias
-        return {
-            "image_features": image_features[:b],
-            "text_features": text_features[:b],
-            "neg_image_features": _scatter(image_features[b:], batch["neg_image_mask"], b, ki),
-            "neg_text_features": _scatter(text_features[b:], batch["neg_text_mask"], b, kt),
-            "logit_scale": self.model.logit_scale.exp(),
-            "logit_bias": bias,
-        }
-
-
-def _scatter(valid: torch.Tensor, mask: torch.Tensor, b: int, k: int) -> torch.Tensor:
-    """(N, D) features of the True slots of ``mask`` (B, K) -> (B, K, D), zeros elsewhere."""
-    slots = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
-    out = valid.new_zeros(b * k, valid.shape[-1])
-    return out.index_copy(0, slots, valid).view(b, k, valid.shape[-1])
 
 
 class Meter:
@@ -131,77 +107,7 @@ class Meter:
         return out
 
 
-# ------------------------------------------------------------------------------------- builders
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto``/``cpu``/``cuda`` -> a device (``cuda:<local_rank>`` under torchrun)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but CUDA is not available; use device=cpu or device=auto")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", env.local_rank)
-
-
-def build_model(cfg: TrainConfig, device: torch.device) -> MMCLIPModel:
-    """Create the model (seeded) and give it a logit bias, or freeze it, as the loss requires."""
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, device=device)
-    configure_scalars(model, cfg.loss)  # an unused learnable logit bias would break DDP
-    check_scalars(model, cfg.loss)
-    return model.to(device)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; gains, biases and logit scalars (every parameter with fewer than 2 dims) get no weight decay."""
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup then cosine decay to ``min_lr_ratio * lr`` over ``total_steps``."""
-    o = cfg.optim
-    warmup = o.warmup_steps or int(round(o.warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def build_batch_sampler(dataset: ContrastiveDataset, cfg: TrainConfig, env: DistEnv) -> Any:
-    """Grouped batches (each positive with its negatives) when ``data.hard_batches``, random otherwise."""
-    d = cfg.data
-    if d.hard_batches:
-        return GroupedBatchSampler(dataset.groups, d.batch_size, seed=cfg.seed, rank=env.rank,
-                                   world_size=env.world_size, drop_last=d.drop_last)
-    return RandomBatchSampler(len(dataset), d.batch_size, seed=cfg.seed, rank=env.rank,
-                              world_size=env.world_size, drop_last=d.drop_last)
-
-
-def iterate_batches(dataset: ContrastiveDataset, sampler: Any, collate: Collate, cfg: TrainConfig,
-                    epoch: int, position: int, device: torch.device) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Endless (epoch, position after this batch, batch), starting at batch ``position`` of ``epoch``.
-
-    The sampler skips the consumed batches of a resumed epoch without loading them.
-    """
-    while True:
-        sampler.set_epoch(epoch, start_batch=position)
-        dataset.set_epoch(epoch)
-        batches = list(sampler)  # the epoch's remaining index lists
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.num_workers,
-                            pin_memory=device.type == "cuda")
-        for batch in loader:
-            position += 1
-            yield epoch, position, batch
-        epoch, position = epoch + 1, 0
-
-
+# ------------------------------------------------------------------------------------- helpers of the loop
 def _equalize_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Cut every rank's batch to the smallest one (items that failed to load shrink a batch)."""
     size = torch.tensor([batch["images"].shape[0]])
@@ -226,15 +132,23 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- the loop
-def train(cfg: TrainConfig, resume: str | None = None, stop_at_step: int | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: str | None = None, stop_at_step: int | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Train an MMCLIP encoder as configured; return what was produced.
+
+    A fresh run saves its starting weights to ``output_dir/init`` (what evaluation compares against).
 
     Args:
         cfg: the resolved training config.
         resume: ``"latest"`` or a checkpoint directory to continue from exactly; None starts fresh.
         stop_at_step: stop after this optimizer step as if interrupted (a checkpoint is written, no
             ``final/``); the schedule still spans the configured steps, so ``resume`` continues it.
+        overwrite: a fresh run into a directory holding another run moves that run aside first.
+
+    Raises:
+        InputError: a fresh run into another run's directory without ``overwrite`` (see :func:`check_output_dir`).
     """
+    check_output_dir(Path(cfg.output_dir), resume, overwrite)
     env = init_distributed()
     try:
         return _train(cfg, resume, env, stop_at_step)
@@ -243,132 +157,143 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at_step: int | None 
 
 
 def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int | None) -> TrainResult:
-    out_dir = Path(cfg.output_dir)
-    device = resolve_device(cfg.device, env)
-    main = env.is_main
-    model = build_model(cfg, device)
-    dataset, index_bad = build_dataset(cfg.data, model, cfg.seed)
-    sampler = build_batch_sampler(dataset, cfg, env)
-    collate = Collate(cfg.data.image_negatives, cfg.data.text_negatives, model.image_size,
-                      int(model.model_cfg["text_cfg"].get("context_length", 77)))
-    accum = cfg.optim.grad_accum_steps
-    total_steps = cfg.steps or cfg.epochs * max(1, len(sampler) // accum)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    loss_fn = HardNegativeLoss(cfg.loss, rank=env.rank, world_size=env.world_size)
-    step, epoch, position = 0, 0, 0
-    load_bad: dict[tuple[str, str, str], BadRecord] = {}
+    run = build_run(cfg, env)
     if resume is not None:
-        path = ckpt.resolve_resume(resume, out_dir)
-        ckpt.load_model_weights(model, path)
-        state = ckpt.load_trainer_state(path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        sampler.load_state_dict(state["sampler"])  # raises if batch size, ranks or data changed
-        ckpt.set_rng_state(state["rng"])
-        step, epoch, position = state["step"], state["epoch"], state["position"]
-        load_bad = {(b["file"], b["record"], b["field"]): BadRecord(**b) for b in state["load_bad"]}
-        if main:
-            print(f"resumed from {path} at step {step} (epoch {epoch}, batch {position})", file=sys.stderr)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # a fresh run starts a new metrics file; a resumed one keeps the lines up to its checkpoint
-        rewrite_metrics_until(out_dir / "metrics.jsonl", step)
-        for bad in index_bad[:20]:
-            print(f"skipped: {bad}", file=sys.stderr)
-    forward = ContrastiveForward(model)
+        path = run.restore(resume)
+        if env.is_main:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, run.step, run.epoch, run.position)
+    elif env.is_main:
+        _start_fresh(run)
+    if env.is_main:
+        _report_token_check(run.dataset, cfg, run.out_dir)
+    barrier()
+    forward = ContrastiveForward(run.model)
     if env.distributed:
-        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-    writer = _tensorboard(out_dir) if cfg.tensorboard and main else None
-    batches = iterate_batches(dataset, sampler, collate, cfg, epoch, position, device)
-    progress = tqdm(total=total_steps, initial=step, disable=not (main and cfg.progress), desc="mmclip-train")
-    meter = Meter(["loss", *loss_fn.kinds, "i2t_hard_acc", "t2i_hard_acc"])
+        forward = DistributedDataParallel(forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    batches = iterate_batches(run.dataset, run.sampler, run.collate, cfg, run.epoch, run.position, run.device)
+    meter = Meter(["loss", *run.loss_fn.kinds, "i2t_hard_acc", "t2i_hard_acc"])
+    progress = tqdm(total=run.total_steps, initial=run.step, disable=not (env.is_main and cfg.progress),
+                    desc="mmclip-train")
+    writer = _tensorboard(run.out_dir) if cfg.tensorboard and env.is_main else None
+    last_step = run.total_steps if stop_at_step is None else min(stop_at_step, run.total_steps)
 
-    def trainer_state() -> dict[str, Any]:
-        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "step": step, "epoch": epoch, "position": position, "rng": ckpt.rng_state(),
-                "sampler": sampler.state_dict(batches_done=position),
-                "load_bad": [vars(b) for b in load_bad.values()]}
-
-    model.train()
-    last_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
-    while step < last_step:
-        lr = scheduler.get_last_lr()[0]
-        for micro in range(accum):
-            epoch, position, batch = next(batches)
-            for bad in batch.pop("bad"):
-                load_bad.setdefault((bad.file, bad.record, bad.field), bad)
-            if env.distributed:
-                batch = _equalize_batch(batch)  # gathering needs the same batch size on every rank
-            if batch["images"].shape[0] == 0:
-                continue  # every item failed to load (on some rank, under DDP: all ranks skip together)
-            batch = _to_device(batch, device)
-            sync = micro == accum - 1 or not env.distributed
-            with contextlib.nullcontext() if sync else forward.no_sync():
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    f = forward(batch)
-                    losses = loss_fn(
-                        f["image_features"].float(), f["text_features"].float(), f["logit_scale"].float(),
-                        None if f["logit_bias"] is None else f["logit_bias"].float(),
-                        neg_image_features=f["neg_image_features"].float(), neg_image_mask=batch["neg_image_mask"],
-                        neg_text_features=f["neg_text_features"].float(), neg_text_mask=batch["neg_text_mask"],
-                        neg_text_kind=batch["neg_text_kind"], pair_ids=batch["pair_ids"],
-                    )
-                scaler.scale(losses["loss"] / accum).backward()
-            meter.add(losses, images=batch["images"].shape[0] + int(batch["neg_image_mask"].sum()))
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        step += 1
+    run.model.train()
+    while run.step < last_step:
+        lr = run.scheduler.get_last_lr()[0]
+        grad_norm = train_step(run, forward, batches, meter)
         progress.update(1)
-
-        if step % cfg.log_every == 0 or step == last_step:
-            load_bad = _merge_bad(load_bad, env)
-            record = {"step": step, "epoch": epoch, "lr": lr, **meter.reduce(env.world_size),
-                      "grad_norm": float(grad_norm), "logit_scale": float(model.logit_scale.detach().exp()),
-                      "bad_records": len(index_bad) + len(load_bad)}
-            if main:
-                append_jsonl(out_dir / "metrics.jsonl", record)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                if writer is not None:
-                    for key, value in record.items():
-                        writer.add_scalar(f"train/{key}", value, step)
-
-        if (cfg.save_every and step % cfg.save_every == 0) or step == last_step:
-            load_bad = _merge_bad(load_bad, env)
-            if main:
-                ckpt.save_checkpoint(out_dir, step, model, cfg, trainer_state(), cfg.keep_last, metadata={"step": step})
+        if run.step % cfg.log_every == 0 or run.step == last_step:
+            record = _log_metrics(run, meter, lr, grad_norm, writer)
+            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+        if (cfg.save_every and run.step % cfg.save_every == 0) or run.step == last_step:
+            run.load_bad = _merge_bad(run.load_bad, env)
+            if env.is_main:
+                ckpt.save_checkpoint(run.out_dir, run.step, run.model, cfg, run.trainer_state(), cfg.keep_last,
+                                     metadata={"step": run.step})
             barrier()
     progress.close()
     batches.close()  # shuts down DataLoader workers of an unfinished epoch
+    if writer is not None:
+        writer.close()
+    return _finish(run)
 
-    bad_all = index_bad + list(load_bad.values())
+
+def _start_fresh(run: Run) -> None:
+    """A fresh run: move an earlier run aside when allowed, save the starting weights, start the metrics."""
+    if (run.out_dir / ckpt.FINAL_DIR).exists() or ckpt.list_checkpoints(run.out_dir):
+        log.warning("moved the earlier run in %s aside to %s", run.out_dir, move_aside(run.out_dir))
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    run.model.save_pretrained(run.out_dir / ckpt.INIT_DIR, metadata={"step": 0, "seed": run.cfg.seed})
+    rewrite_metrics_until(run.out_dir / "metrics.jsonl", 0)
+    for bad in run.index_bad[:20]:
+        log.warning("skipped: %s", bad)
+
+
+def train_step(run: Run, forward: nn.Module, batches: Iterator[tuple[int, int, dict[str, Any]]],
+               meter: Meter) -> torch.Tensor:
+    """One optimizer step over ``grad_accum_steps`` micro-batches; returns the gradient norm before clipping."""
+    cfg, env, accum = run.cfg, run.env, run.cfg.optim.grad_accum_steps
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    for micro in range(accum):
+        run.epoch, run.position, batch = next(batches)
+        for bad in batch.pop("bad"):
+            run.load_bad.setdefault((bad.file, bad.record, bad.field), bad)
+        if env.distributed:
+            batch = _equalize_batch(batch)  # gathering needs the same batch size on every rank
+        if batch["images"].shape[0] == 0:
+            continue  # every item failed to load (on some rank, under DDP: all ranks skip together)
+        batch = _to_device(batch, run.device)
+        sync = micro == accum - 1 or not env.distributed
+        with contextlib.nullcontext() if sync else forward.no_sync():
+            with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                f = forward(batch)
+                losses = run.loss_fn(
+                    f["image_features"].float(), f["text_features"].float(), f["logit_scale"].float(),
+                    None if f["logit_bias"] is None else f["logit_bias"].float(),
+                    neg_image_features=f["neg_image_features"].float(), neg_image_mask=batch["neg_image_mask"],
+                    neg_text_features=f["neg_text_features"].float(), neg_text_mask=batch["neg_text_mask"],
+                    neg_text_kind=batch["neg_text_kind"], pair_ids=batch["pair_ids"],
+                )
+            run.scaler.scale(losses["loss"] / accum).backward()
+        meter.add(losses, images=batch["images"].shape[0] + int(batch["neg_image_mask"].sum()))
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip or float("inf"))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    with torch.no_grad():
+        run.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    run.step += 1
+    return grad_norm
+
+
+def _log_metrics(run: Run, meter: Meter, lr: float, grad_norm: torch.Tensor, writer: Any) -> dict[str, Any]:
+    """Reduce the meter over ranks; rank 0 appends the line to ``metrics.jsonl`` (and TensorBoard)."""
+    run.load_bad = _merge_bad(run.load_bad, run.env)
+    record = {"step": run.step, "epoch": run.epoch, "lr": lr, **meter.reduce(run.env.world_size),
+              "grad_norm": float(grad_norm), "logit_scale": float(run.model.logit_scale.detach().exp()),
+              "bad_records": len(run.index_bad) + len(run.load_bad)}
+    if run.env.is_main:
+        append_jsonl(run.out_dir / "metrics.jsonl", record)
+        if writer is not None:
+            for key, value in record.items():
+                writer.add_scalar(f"train/{key}", value, run.step)
+    return record
+
+
+def _finish(run: Run) -> TrainResult:
+    """Rank 0 writes ``final/`` (when every step ran), ``train_summary.json`` and the loss curve."""
+    out_dir, bad_all = run.out_dir, run.index_bad + list(run.load_bad.values())
     history: list[dict[str, Any]] = []
-    if main:
-        if step == total_steps:
-            ckpt.save_model_dir(out_dir / ckpt.FINAL_DIR, model, cfg, metadata={"step": step})
-        history = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        write_json(out_dir / "train_summary.json", {
-            "steps": step, "final_loss": history[-1]["loss"] if history else None,
-            "bad_records": len(bad_all), "bad_at_index": len(index_bad), "bad_at_load": len(load_bad),
+    if run.env.is_main:
+        if run.step == run.total_steps:
+            ckpt.save_model_dir(out_dir / ckpt.FINAL_DIR, run.model, run.cfg, metadata={"step": run.step})
+        history = [record for _, record in iter_jsonl(out_dir / "metrics.jsonl")]
+        atomic_write_json(out_dir / "train_summary.json", {
+            "steps": run.step, "final_loss": history[-1]["loss"] if history else None,
+            "bad_records": len(bad_all), "bad_at_index": len(run.index_bad), "bad_at_load": len(run.load_bad),
             "bad_record_details": [str(b) for b in bad_all],
         })
-        if cfg.plot:
+        if run.cfg.plot:
             plot_loss_curve(history, out_dir / "loss_curve.png")
-        if writer is not None:
-            writer.close()
-        print(f"done: {step} steps, {len(bad_all)} bad records skipped ({len(index_bad)} at index time, "
-              f"{len(load_bad)} at load time); model in {out_dir / ckpt.FINAL_DIR}", file=sys.stderr)
+        log.info("done: %d steps, %d bad records skipped (%d at index time, %d at load time); model in %s",
+                 run.step, len(bad_all), len(run.index_bad), len(run.load_bad), out_dir / ckpt.FINAL_DIR)
     barrier()
-    return TrainResult(out_dir, out_dir / ckpt.FINAL_DIR, step, history, bad_all)
+    return TrainResult(out_dir, out_dir / ckpt.FINAL_DIR, run.step, history, bad_all)
+
+
+def _report_token_check(dataset: Any, cfg: TrainConfig, out_dir: Path) -> None:
+    """Log the tokenization check of the training captions and keep it as ``tokenization_check.json``."""
+    report = getattr(dataset, "token_check", None)
+    if report is None:
+        return
+    atomic_write_json(out_dir / "tokenization_check.json", {"mode": cfg.data.tokenization_check, **report.to_dict()})
+    if report.collisions:
+        action = "dropped from training" if cfg.data.tokenization_check == "drop" else "kept (data.tokenization_check=warn)"
+        log.warning("%s\n  these negatives are %s", report.summary(), action)
+    else:
+        log.info("%s", report.summary())
 
 
 def _tensorboard(out_dir: Path) -> Any:
@@ -382,29 +307,12 @@ def _tensorboard(out_dir: Path) -> Any:
 
 
 # ------------------------------------------------------------------------------------- outputs
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line (flushed, so a crash loses at most the line being written)."""
-    with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-
-
 def rewrite_metrics_until(path: Path, step: int) -> None:
     """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    _atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    kept = [record for _, record in iter_jsonl(path) if record["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def plot_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
@@ -425,7 +333,5 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("MMCLIP training loss")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)

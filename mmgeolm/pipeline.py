@@ -1,6 +1,6 @@
 """The stages from a recipe to MMGeoLM, as subprocess commands over one run directory.
 
-    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> report
+    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> [bench] -> report
 
 Each stage writes into ``<run>/<stage>/``; :mod:`mmgeolm.stages` runs them, skips finished ones and
 re-runs an interrupted one (whose own command resumes).
@@ -11,37 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from mmgeolm.recipe import LlavaStage, PipelineRecipe
+from mmgeolm.run_layout import STAGE_NAMES, RunLayout
 from mmgeolm.stages import Stage, python_module
 
-STAGE_NAMES = (
-    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report",
-)
-
-
-def dataset_dir(run: Path) -> Path:
-    """Where the data stage builds the data set (its stage folder also holds the log and DONE marker)."""
-    return run / "data" / "dataset"
-
-
-def starting_model(recipe: PipelineRecipe) -> str:
-    """``mmclip-eval``'s name for the weights MMCLIP training started from: ``none:<model>[:<pretrained>]``.
-
-    Read from the MMCLIP config and its ``model.name`` / ``model.pretrained`` overrides, so the evaluation
-    compares the trained encoder with the very encoder it was fine-tuned from.
-    """
-    config = yaml.safe_load(Path(recipe.mmclip.config).read_text()) or {}
-    model = dict(config.get("model") or {})
-    for override in recipe.mmclip.overrides:
-        key, _, value = override.partition("=")
-        if key in ("model.name", "model.pretrained"):
-            model[key.split(".")[1]] = yaml.safe_load(value)
-    if not model.get("name"):
-        raise ValueError(f"{recipe.mmclip.config}: key 'model.name' is missing; expected an open_clip model name")
-    pretrained = model.get("pretrained")
-    return f"none:{model['name']}" + (f":{pretrained}" if pretrained else "")
+__all__ = ["STAGE_NAMES", "bench_commands", "build_stages"]
 
 
 def _console(name: str) -> str:
@@ -50,13 +24,13 @@ def _console(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
+def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
     llava = recipe.llava
     args = [
-        "--model_name_or_path", str(run / "llava_data" / "llm") if llava.llm == "tiny" else llava.llm,
-        "--data_path", str(run / "llava_data" / ("stage1.json" if stage1 else "stage2.json")),
-        "--image_folder", str(dataset_dir(run)),
-        "--vision_tower", f"mmclip:{run / 'mmclip' / 'final'}",
+        "--model_name_or_path", str(run.tiny_llm) if llava.llm == "tiny" else llava.llm,
+        "--data_path", str(run.llava_data / ("stage1.json" if stage1 else "stage2.json")),
+        "--image_folder", str(run.dataset),
+        "--vision_tower", f"mmclip:{run.mmclip / 'final'}",
         "--mm_projector_type", "mlp2x_gelu",
         "--mm_vision_select_layer", "-2",
         "--mm_use_im_start_end", "False",
@@ -83,7 +57,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
         args += ["--version", "plain", "--tune_mm_mlp_adapter", "True"]
     else:
         args += ["--version", llava.version,
-                 "--pretrain_mm_mlp_adapter", str(run / "llava_stage1" / "model" / "mm_projector.bin")]
+                 "--pretrain_mm_mlp_adapter", str(run.llava_model(1) / "mm_projector.bin")]
     if stage.deepspeed or llava.deepspeed:
         args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
     cpu = llava.llm == "tiny"
@@ -91,10 +65,30 @@ def _llava_train_args(recipe: PipelineRecipe, run: Path, stage: LlavaStage, out:
     return args + llava.extra_args + stage.extra_args
 
 
+def bench_commands(recipe: PipelineRecipe, run: RunLayout, folder: Path) -> list[list[str]]:
+    """``mmgeolm-bench generate`` then ``score`` for every benchmark the recipe names (the probe made first
+    when it is given as a number of pairs); each writes into ``<run>/bench/<name>/``."""
+    cfg, cmds = recipe.bench, []
+    for name, value in cfg.selected().items():
+        questions = Path(str(value))
+        if name == "probe" and isinstance(value, int):
+            questions = folder / "probe-set"
+            cmds.append([_console("mmgeolm-data"), "probe-set", "--out", str(questions), "--num", str(value),
+                         "--seed", str(recipe.seed), "--size", str(cfg.probe_size), "-q"])
+        out = folder / name
+        cmds.append([_console("mmgeolm-bench"), "generate", name, "--model-path", str(run.llava_model(2)),
+                     "--questions", str(questions), "--out", str(out), "--conv-mode", recipe.llava.version,
+                     "--batch-size", str(cfg.batch_size), "--max-new-tokens", str(cfg.max_new_tokens),
+                     "--prompt", cfg.prompt])
+        cmds.append([_console("mmgeolm-bench"), "score", name, "--questions", str(questions), "--predictions",
+                     str(out / "predictions.jsonl"), "--out", str(out), "--mode", cfg.mode, "-q"])
+    return cmds
+
+
 def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     """The pipeline's stages for ``recipe`` writing under ``run``."""
-    run = run.resolve()
-    data_dir, mmclip_dir = dataset_dir(run), run / "mmclip"
+    run = RunLayout(run.resolve())
+    data_dir, mmclip_dir = run.dataset, run.mmclip
 
     def data(folder: Path) -> list[list[str]]:
         cmd = [_console("mmgeolm-data"), "build", recipe.data.recipe, "--out", str(data_dir),
@@ -115,13 +109,14 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return [[_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder)]]
 
     def evaluate(folder: Path) -> list[list[str]]:
-        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), starting_model(recipe),
+        # the trained encoder beside the very weights its training started from (mmclip-train saved them)
+        return [[_console("mmclip-eval"), "--checkpoint", str(mmclip_dir / "final"), str(mmclip_dir / "init"),
                  "--data", str(data_dir), "--split", "val", "--out", str(folder / "eval.json"),
                  "--plot", str(folder / "eval.png")]]
 
     def llava_data(folder: Path) -> list[list[str]]:
-        cmds = [python_module("mmgeolm.tasks", "llava-data", "--data", data_dir, "--out", folder,
-                              "--num-questions", recipe.questions.num, "--seed", recipe.seed)]
+        cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
+                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed)]]
         if recipe.llava.llm == "tiny":
             cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
                                       folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))
@@ -136,13 +131,16 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return commands
 
     def answers(folder: Path) -> list[list[str]]:
-        return [python_module("llava_patches.answer_questions", "--model-path", run / "llava_stage2" / "model",
-                              "--questions", run / "llava_data" / "questions.jsonl", "--image-folder", data_dir,
+        return [python_module("llava_patches.answer_questions", "--model-path", run.llava_model(2),
+                              "--questions", run.questions, "--image-folder", data_dir,
                               "--out", folder, "--conv-mode", recipe.llava.version,
                               "--max-new-tokens", recipe.questions.max_new_tokens)]
 
+    def bench(folder: Path) -> list[list[str]]:
+        return bench_commands(recipe, run, folder)
+
     def report(folder: Path) -> list[list[str]]:
-        return [python_module("mmgeolm.report", run)]
+        return [python_module("mmgeolm.report", run.root)]
 
     llava_on = recipe.llava.enabled
     return [
@@ -154,5 +152,6 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         Stage("llava_stage1", llava_stage(recipe.llava.stage1, True), enabled=llava_on),
         Stage("llava_stage2", llava_stage(recipe.llava.stage2, False), enabled=llava_on),
         Stage("answers", answers, enabled=llava_on),
+        Stage("bench", bench, enabled=llava_on and bool(recipe.bench.selected())),
         Stage("report", report),
     ]

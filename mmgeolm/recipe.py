@@ -120,6 +120,43 @@ class QuestionsSection:
         check_number(self.max_new_tokens, "max_new_tokens", ge=1, integer=True)
 
 
+BENCHMARKS = ("geoqa", "mathvista", "wemath", "mmmath", "probe")
+
+
+@dataclass
+class BenchSection:
+    """The ``bench`` stage: benchmark files (native formats) to answer with the trained model and score.
+
+    Each of ``geoqa``, ``mathvista``, ``wemath``, ``mmmath`` is a question file (relative to the recipe,
+    GeoQA's ``test_answers.jsonl`` beside it); ``probe`` is a probe folder, or a number of pairs to make
+    with ``mmgeolm-data probe-set`` from the run's seed. Unset benchmarks are skipped.
+    """
+
+    geoqa: str | None = None
+    mathvista: str | None = None
+    wemath: str | None = None
+    mmmath: str | None = None
+    probe: str | int | None = None
+    probe_size: int = 112
+    batch_size: int = 8
+    max_new_tokens: int = 64
+    prompt: str = "official"
+    mode: str = "robust"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.probe, int):
+            check_number(self.probe, "probe", ge=1, integer=True)
+        check_number(self.probe_size, "probe_size", ge=32, integer=True)
+        check_number(self.batch_size, "batch_size", ge=1, integer=True)
+        check_number(self.max_new_tokens, "max_new_tokens", ge=1, integer=True)
+        check(self.prompt in ("official", "answer-line"), "prompt", "official or answer-line", self.prompt)
+        check(self.mode in ("official", "robust"), "mode", "official or robust", self.mode)
+
+    def selected(self) -> dict[str, str | int]:
+        """``{benchmark: file or probe size}`` of the benchmarks set, in table order."""
+        return {name: getattr(self, name) for name in BENCHMARKS if getattr(self, name) is not None}
+
+
 @dataclass
 class PipelineRecipe:
     name: str = "pipeline"
@@ -130,6 +167,7 @@ class PipelineRecipe:
     eval: Toggle = field(default_factory=Toggle)
     llava: LlavaSection = field(default_factory=LlavaSection)
     questions: QuestionsSection = field(default_factory=QuestionsSection)
+    bench: BenchSection = field(default_factory=BenchSection)
     source: str = internal_field("<recipe>")
 
     def __post_init__(self) -> None:
@@ -164,6 +202,13 @@ def load_recipe(path: str | Path) -> PipelineRecipe:
         recipe.ablation.recipe = shipped("mmclip-config", recipe.ablation.recipe, "ablation.recipe")
     if recipe.llava.deepspeed:
         recipe.llava.deepspeed = shipped("zero-config", recipe.llava.deepspeed, "llava.deepspeed")
+    for name, value in recipe.bench.selected().items():
+        if isinstance(value, str):
+            target = Path(value) if Path(value).is_absolute() else base / value
+            if not target.exists():
+                raise ConfigError(f"{target} does not exist (expected the benchmark's question file)",
+                                  key=f"bench.{name}", source=str(path))
+            setattr(recipe.bench, name, str(target.resolve()))
     for name in ("stage1", "stage2"):
         stage = getattr(recipe.llava, name)
         if stage.deepspeed:

@@ -16,19 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
-
-STAGES = ("data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "report")
-
-
-def _dataset(run: Path) -> Path:
-    """The data set a run built (``mmgeolm.pipeline.dataset_dir``; not imported to keep this module light)."""
-    return run / "data" / "dataset"
+from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
+from mmgeolm_core.io import atomic_write_text, atomic_write_with
 
 
 def _read_json(path: Path) -> Any:
@@ -52,10 +48,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -65,7 +59,7 @@ def _save(fig: Any, path: Path) -> Path:
 def _llava_losses(run: Path) -> dict[str, list[tuple[int, float]]]:
     curves = {}
     for stage in ("llava_stage1", "llava_stage2"):
-        state = _read_json(run / stage / "model" / "trainer_state.json")
+        state = _read_json(RunLayout(run).stage(stage) / "model" / "trainer_state.json")
         if state:
             points = [(e["step"], e["loss"]) for e in state.get("log_history", []) if "loss" in e]
             if points:
@@ -175,7 +169,7 @@ def plot_answers(image_root: Path, answers: list[dict], path: Path, n: int = 8) 
 
 
 def _data_section(run: Path, rel: Any) -> list[str]:
-    manifest = _read_json(_dataset(run) / "manifest.json")
+    manifest = _read_json(RunLayout(run).dataset / "manifest.json")
     if not manifest:
         return []
     counts = manifest.get("counts", {})
@@ -187,7 +181,7 @@ def _data_section(run: Path, rel: Any) -> list[str]:
     text = manifest.get("text_negatives", {}).get("counts")
     if text:
         md += ["Caption negatives: " + ", ".join(f"{k} {v}" for k, v in text.items()) + ".", ""]
-    sheet = _dataset(run) / "contact_sheet.png"
+    sheet = RunLayout(run).dataset / "contact_sheet.png"
     if sheet.is_file():
         md += ["Each row: a positive diagram (green) beside its image hard negatives (red), each labelled with its "
                "perturbation and the facts it removed (−) or added (+).", "", f"![contact sheet]({rel(sheet)})", ""]
@@ -202,7 +196,7 @@ def training_history(lines: list[dict]) -> list[dict]:
 
 
 def _mmclip_section(run: Path, out: Path, rel: Any) -> list[str]:
-    history = training_history(_read_jsonl(run / "mmclip" / "metrics.jsonl"))
+    history = training_history(_read_jsonl(RunLayout(run).mmclip / "metrics.jsonl"))
     if not history:
         return []
     last = history[-1]
@@ -214,7 +208,7 @@ def _mmclip_section(run: Path, out: Path, rel: Any) -> list[str]:
 
 
 def _eval_section(run: Path, rel: Any) -> list[str]:
-    evaluation = _read_json(run / "eval" / "eval.json")
+    evaluation = _read_json(RunLayout(run).eval_json)
     if not isinstance(evaluation, dict) or not evaluation:
         return []
     results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
@@ -230,21 +224,21 @@ def _eval_section(run: Path, rel: Any) -> list[str]:
     md = ["## MMCLIP evaluation (held-out val split)", "",
           f"{n} held-out positives with their hard negatives; the trained encoder beside its starting weights.", "",
           _table(rows), ""]
-    if (run / "eval" / "eval.png").is_file():
+    if RunLayout(run).eval_png.is_file():
         md += ["Per perturbation type: how often the caption scores its own image above a negative of that type "
-               "(pairwise, chance 50%).", "", f"![per-type accuracy]({rel(run / 'eval' / 'eval.png')})", ""]
+               "(pairwise, chance 50%).", "", f"![per-type accuracy]({rel(RunLayout(run).eval_png)})", ""]
     return md
 
 
 def _ablation_section(run: Path, rel: Any) -> list[str]:
-    table = run / "ablation" / "ablation.md"
+    table = RunLayout(run).ablation / "ablation.md"
     if not table.is_file():
         return []
     # the table file is a document of its own: its headings go one level below this section's
     text = "\n".join(f"##{line}" if line.startswith("#") else line for line in table.read_text().strip().splitlines())
     md = ["## Ablation: which negatives help", "", text, ""]
-    if (run / "ablation" / "ablation.png").is_file():
-        md += [f"![ablation]({rel(run / 'ablation' / 'ablation.png')})", ""]
+    if (RunLayout(run).ablation / "ablation.png").is_file():
+        md += [f"![ablation]({rel(RunLayout(run).ablation / 'ablation.png')})", ""]
     return md
 
 
@@ -259,7 +253,7 @@ def majority_baseline(answers: list[dict]) -> float | None:
 
 
 def _answers_section(run: Path, out: Path) -> list[str]:
-    score = _read_json(run / "answers" / "score.json")
+    score = _read_json(RunLayout(run).answers / "score.json")
     if not isinstance(score, dict) or "all" not in score:
         return []
     rows = [["questions", "n", "exact match"]]
@@ -268,12 +262,12 @@ def _answers_section(run: Path, out: Path) -> list[str]:
           "Questions about diagrams of the val split (never seen in training) whose answers follow from the "
           "diagram's facts; a \"no\" question is asked on the hard negative that removed the fact.", "",
           _table(rows), ""]
-    answers = _read_jsonl(run / "answers" / "answers.jsonl")
+    answers = _read_jsonl(RunLayout(run).answers / "answers.jsonl")
     blind = majority_baseline(answers)
     if blind is not None:
         md += [f"For reference, a blind guess (each question kind's most common answer, without looking at the "
                f"picture) scores {_pct(blind)} on these questions.", ""]
-    if plot_answers(_dataset(run), answers, out / "answers.png"):
+    if plot_answers(RunLayout(run).dataset, answers, out / "answers.png"):
         md += ["![answers](answers.png)", ""]
     return md
 
@@ -281,8 +275,8 @@ def _answers_section(run: Path, out: Path) -> list[str]:
 def _timings(run: Path) -> list[str]:
     rows = [["stage", "wall time", "CPU time"]]
     total = 0.0
-    for stage in STAGES:
-        done = _read_json(run / stage / "DONE.json")
+    for stage in STAGE_NAMES:
+        done = _read_json(RunLayout(run).done(stage))
         if done:
             total += done.get("seconds", 0.0)
             cpu = done.get("cpu_seconds")
@@ -297,11 +291,11 @@ def _timings(run: Path) -> list[str]:
 
 def _headline(run: Path) -> list[str]:
     lines = []
-    score = _read_json(run / "answers" / "score.json")
+    score = _read_json(RunLayout(run).answers / "score.json")
     if isinstance(score, dict) and "all" in score:
         lines.append(f"- **Held-out questions, exact match: {_pct(score['all']['accuracy'])}** "
                      f"({score['all']['n']} questions).")
-    evaluation = _read_json(run / "eval" / "eval.json")
+    evaluation = _read_json(RunLayout(run).eval_json)
     if isinstance(evaluation, dict) and evaluation:
         results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
         (name, first), *others = results.items()
@@ -309,7 +303,7 @@ def _headline(run: Path) -> list[str]:
         start = "".join(f"; {n}: {_pct(r.get('t2i_hard_acc'))}" for n, r in others)
         lines.append(f"- **MMCLIP caption → image among hard negatives: {_pct(first.get('t2i_hard_acc'))}** "
                      f"({name}{start}; chance {_pct(chance)}).")
-    arms = _read_json(run / "ablation" / "ablation.json")
+    arms = _read_json(RunLayout(run).ablation / "ablation.json")
     if isinstance(arms, dict) and {"image", "in_batch"} <= set(arms):
         gain = 100 * (arms["image"]["t2i_hard_acc"] - arms["in_batch"]["t2i_hard_acc"])
         lines.append(f"- **Ablation: image hard negatives {gain:+.1f} points** of caption → image hard accuracy "
@@ -318,10 +312,20 @@ def _headline(run: Path) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def _bench_section(run: Path) -> list[str]:
+    """The paper's table with this run's row, and the probe (from ``run/bench/*/scores.json``)."""
+    from mmgeolm.bench.paper import bench_section
+
+    recipe = yaml.safe_load(RunLayout(run).recipe.read_text()) if RunLayout(run).recipe.is_file() else {}
+    tiny = ((recipe or {}).get("llava") or {}).get("llm") == "tiny"
+    lines = bench_section(RunLayout(run).bench, tiny)
+    return [*lines, ""] if lines else []
+
+
 def build_report(run: Path) -> Path:
     """Write ``run/report/report.md`` and ``report.html``; returns the markdown path."""
     run = Path(run)
-    out = run / "report"
+    out = RunLayout(run).report
     out.mkdir(parents=True, exist_ok=True)
 
     def rel(p: Path) -> str:
@@ -336,12 +340,11 @@ def build_report(run: Path) -> Path:
     if plot_llava_losses(_llava_losses(run), out / "llava_loss.png"):
         md += ["## LLaVA training", "", "![LLaVA losses](llava_loss.png)", ""]
     md += _answers_section(run, out)
+    md += _bench_section(run)
     md += _timings(run)
     text = "\n".join(md)
-    for name, content in (("report.md", text), ("report.html", markdown_to_html(text, run.resolve().name))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, out / name)
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.html", markdown_to_html(text, run.resolve().name))
     return out / "report.md"
 
 

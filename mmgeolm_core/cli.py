@@ -93,10 +93,14 @@ def guarded(prog: str, fn: Callable[[], int | None], *, debug: bool = False) -> 
 
 
 def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
-            argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (argparse exits 2 on a bad command line), set up logging, run ``run(args)`` guarded."""
+            argv: Sequence[str] | None = None, *, intermixed: bool = False) -> int:
+    """Parse ``argv`` (argparse exits 2 on a bad command line), set up logging, run ``run(args)`` guarded.
+
+    ``intermixed``: options may come between positional arguments (``CONFIG --print-config key=value``).
+    """
     add_output_arguments(parser)
-    args = parser.parse_args(None if argv is None else list(argv))
+    argv = None if argv is None else list(argv)
+    args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
     setup_logging(int(args.verbose) - int(args.quiet))
     return guarded(prog, lambda: run(args), debug=args.debug)
 

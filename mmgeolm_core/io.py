@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,22 @@ def dumps_json(data: Any) -> str:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """Atomic canonical JSON write."""
     return atomic_write_text(path, dumps_json(data))
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` fills a temporary sibling of ``path`` (same suffix, so e.g. ``savefig`` picks the
+    format), which is then renamed into place: ``atomic_write_with(png, lambda tmp: fig.savefig(tmp))``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TMP_SUFFIX}{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
@@ -144,11 +160,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(path, f"not valid JSON: {err}") from None
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | os.PathLike, *, return_errors: bool = False) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` for every non-blank line of a JSON-lines file.
 
+    Args:
+        path: the file.
+        return_errors: yield a line that is not JSON as ``(line number, FormatError)`` and go on, instead of
+            raising (for batch readers that skip and report bad records).
+
     Raises:
-        FormatError: a line that is not UTF-8 or not one JSON value (naming the line).
+        FormatError: the file is not UTF-8; a line that is not one JSON value, unless ``return_errors``.
     """
     path = Path(path)
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
@@ -158,7 +179,10 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             yield lineno, _loads(line)
         except (json.JSONDecodeError, ValueError) as err:
             reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
-            raise FormatError(path, f"not valid JSON: {reason}", where=f"line {lineno}") from None
+            error = FormatError(path, f"not valid JSON: {reason}", where=f"line {lineno}")
+            if not return_errors:
+                raise error from None
+            yield lineno, error
 
 
 def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
@@ -175,8 +199,8 @@ def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
         data = _loads(text)
     except (json.JSONDecodeError, ValueError):
         return [(f"line {n}", value) for n, value in iter_jsonl(path)]
-    if isinstance(data, dict):
-        return [("record 0", data)]
+    if isinstance(data, dict):  # one object: a JSON-lines file of one line, or one pretty-printed record
+        return [("line 1" if "\n" not in text.strip() else "record 0", data)]
     if not isinstance(data, list):
         raise FormatError(path, f"expected a JSON list of records, got {type(data).__name__}")
     return [(f"record {i}", value) for i, value in enumerate(data)]

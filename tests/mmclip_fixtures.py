@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data_recipes.formats.dataset import validate_samples, write_samples
+
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "gray", "pink"]
 
 
@@ -34,14 +36,17 @@ def make_dataset_dir(root: Path, n: int = 8, k_images: int = 3, k_texts: int = 3
         negatives = []
         for j in range(k_images):
             write_png(root / "images" / f"{i}_neg{j}.png", seed=1000 * i + j + 1)
-            negatives.append({"type": "move_point", "image": f"images/{i}_neg{j}.png", "script": "", "caption": caption(i, j + 1),
-                              "facts": [], "removed": [], "added": [], "detail": "", "hardness": 0.1})
+            negatives.append({"type": "move_point", "image": f"images/{i}_neg{j}.png", "script": None,
+                              "caption": caption(i, j + 1), "facts": [], "removed": [], "added": [], "detail": "",
+                              "hardness": {"changed_fraction": 0.1, "ssim": 0.9}})
         kinds = ["rule", "retrieval", "perturbation"]
         text_negatives = [{"caption": f"not {caption(i)} {j}", "kind": kinds[j % 3], "rules": []} for j in range(k_texts)]
-        lines.append({"id": f"s{i}", "index": i, "family": "square", "facts": [], "image": f"images/{i}.png", "script": "",
-                      "caption": caption(i), "split": "train" if i < n else "val", "negatives": negatives,
-                      "text_negatives": text_negatives})
-    (root / "samples.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+        lines.append({"id": f"s{i}", "index": i, "family": "square", "seed": [i], "facts": [], "image": f"images/{i}.png",
+                      "script": None, "caption": caption(i), "split": "train" if i < n else "val",
+                      "negatives": negatives, "text_negatives": text_negatives})
+    write_samples(root, lines)
+    problems = validate_samples(root, check_files=True)
+    assert not problems, f"the fixture wrote a data set its format owner refuses: {problems[:3]}"
     return root
 
 

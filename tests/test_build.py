@@ -17,14 +17,9 @@ from data_recipes.build.runner import BUILD_INFO_FILE, BuildRefused, Shard, buil
 from data_recipes.build.sample import PARTS_DIR
 from data_recipes.cli import main
 from data_recipes.diagrams import engine
-from data_recipes.formats.dataset import (
-    PROMPT,
-    DatasetFormatError,
-    read_json,
-    read_reference_json,
-    read_samples,
-    validate_samples,
-)
+from data_recipes.formats.dataset import read_samples, validate_samples
+from data_recipes.formats.reference import read_reference
+from mmgeolm_core.io import FormatError, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "data_recipes" / "recipes" / "tiny.yaml"
@@ -96,20 +91,20 @@ def test_layout_and_every_path_exists(reference):
 
 def test_reference_json_parses_and_paths_resolve(reference):
     samples = read_samples(reference)
-    image_entries = read_reference_json(reference / "image_negatives.json")
-    text_entries = read_reference_json(reference / "text_negatives.json")
+    image_entries, bad_image = read_reference(reference / "image_negatives.json", "image")
+    text_entries, bad_text = read_reference(reference / "text_negatives.json", "text")
+    assert not bad_image and not bad_text
     assert len(image_entries) == sum(bool(s["negatives"]) for s in samples)
-    for entry in image_entries + text_entries:
-        assert not os.path.isabs(entry["positive_image_path"])
-        assert (reference / entry["positive_image_path"]).is_file()
-        assert entry["conversations"][0] == {"from": "human", "value": PROMPT}
-    for entry in image_entries:
-        assert all((reference / p).is_file() for p in entry["negative_image_path"])
     by_image = {s["image"]: s for s in samples}
+    for entry in image_entries + text_entries:
+        assert not os.path.isabs(entry.image)
+        assert (reference / entry.image).is_file()
+        assert entry.caption == by_image[entry.image]["caption"]
+    for entry in image_entries:
+        assert all((reference / p).is_file() for p in entry.negative_images)
     for entry in text_entries:
-        sample = by_image[entry["positive_image_path"]]
-        assert entry["negative_captions"] == [t["caption"] for t in sample["text_negatives"]]
-        assert entry["conversations"][1] == {"from": "gpt", "value": sample["caption"]}
+        sample = by_image[entry.image]
+        assert list(entry.negative_captions) == [t["caption"] for t in sample["text_negatives"]]
 
 
 def test_absolute_paths_by_default_and_rerun_of_finished_build_is_a_no_op(reference, tmp_path):
@@ -121,9 +116,9 @@ def test_absolute_paths_by_default_and_rerun_of_finished_build_is_a_no_op(refere
     assert cli(TINY, "--out", out) == 0
     info = read_json(out / BUILD_INFO_FILE)
     assert info["samples_built_this_run"] == 0
-    entries = read_reference_json(out / "image_negatives.json")
-    assert entries and all(os.path.isabs(e["positive_image_path"]) and Path(e["positive_image_path"]).is_file() for e in entries)
-    assert all(Path(p).is_file() for e in entries for p in e["negative_image_path"])
+    entries, _ = read_reference(out / "image_negatives.json", "image")
+    assert entries and all(os.path.isabs(e.image) and Path(e.image).is_file() for e in entries)
+    assert all(Path(p).is_file() for e in entries for p in e.negative_images)
 
 
 def test_two_workers_give_byte_identical_output(reference, tmp_path):
@@ -291,26 +286,11 @@ def test_sample_reader_names_file_line_and_key(reference, tmp_path):
     else:
         del broken["caption"]
     (tmp_path / "samples.jsonl").write_text("\n".join([lines[0], json.dumps(broken), *lines[2:]]) + "\n")
-    with pytest.raises(DatasetFormatError, match=r"samples.jsonl: line 2: .*'(hardness|caption)'"):
+    with pytest.raises(FormatError, match=r"samples.jsonl: line 2: key '.*(hardness|caption)'"):
         read_samples(tmp_path)
     (tmp_path / "samples.jsonl").write_text(lines[0] + "\n{not json\n")
     problems = validate_samples(tmp_path, check_files=False)
     assert len(problems) == 1 and "line 2: not valid JSON" in problems[0]
-
-
-def test_reference_reader_accepts_bare_turn_lists(tmp_path):
-    path = tmp_path / "ref.json"
-    path.write_text(json.dumps([
-        {"positive_image_path": "a.png", "negative_captions": ["x", "y"], "conversations": [PROMPT, "caption"]},
-        {"positive_image_path": "b.png", "negative_image_path": ["c.png"],
-         "conversations": [{"from": "human", "value": PROMPT}, {"from": "gpt", "value": "c"}]},
-    ]))
-    first, second = read_reference_json(path)
-    assert first["conversations"] == [{"from": "human", "value": PROMPT}, {"from": "gpt", "value": "caption"}]
-    assert second["negative_image_path"] == ["c.png"]
-    path.write_text(json.dumps([{"positive_image_path": "a.png", "conversations": []}]))
-    with pytest.raises(DatasetFormatError, match="record 0"):
-        read_reference_json(path)
 
 
 def test_images_differ_from_their_negatives(reference):

@@ -14,10 +14,11 @@ from mmclip_plugin.data import (
     Collate,
     ContrastiveDataset,
     build_dataset,
-    caption_from_conversations,
     read_samples,
 )
 from mmclip_plugin.model import create_model
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError
 
 
 @pytest.fixture(scope="module")
@@ -59,31 +60,21 @@ def test_reads_reference_json_and_merges_image_and_text_files(tmp_path):
     assert [len(s.image_negatives) for s in again] == [3] * 4
 
 
-@pytest.mark.parametrize(
-    "conversations, expected",
-    [([{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": " the caption "}], "the caption"),
-     ([[{"from": "human", "value": "Q"}, {"from": "gpt", "value": "nested"}]], "nested"),
-     (["<image>\nQ", "bare answer"], "bare answer"),
-     ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "chat style"}], "chat style"),
-     ([{"from": "human", "value": "Q"}], ""), (None, "")],
-)
-def test_caption_from_conversations(conversations, expected):
-    assert caption_from_conversations(conversations) == expected
-
-
-def test_missing_files_and_empty_captions_are_reported_and_skipped(tmp_path):
-    root = make_dataset_dir(tmp_path / "d", n=4, k_images=2, k_texts=2)
+def test_records_the_format_refuses_are_reported_and_skipped(tmp_path):
+    # The same rules as `mmgeolm-data` and `mmclip-eval`: a record naming a missing file or holding an empty
+    # caption is refused whole (data_recipes.formats.dataset owns the format), the others are read.
+    root = make_dataset_dir(tmp_path / "d", n=6, k_images=2, k_texts=2)
     lines = [json.loads(line) for line in (root / "samples.jsonl").read_text().splitlines()]
-    lines[0]["image"] = "images/nope.png"  # missing positive: record skipped
-    lines[1]["caption"] = "  "  # empty caption: record skipped
-    lines[2]["negatives"][1]["image"] = "images/gone.png"  # missing negative: only that negative dropped
-    lines[3]["text_negatives"][0]["caption"] = ""  # empty negative caption: only that one dropped
+    lines[0]["image"] = "images/nope.png"
+    lines[1]["caption"] = "  "
+    lines[2]["negatives"][1]["image"] = "images/gone.png"
+    lines[3]["text_negatives"][0]["caption"] = ""
     (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + "{not json\n")
     samples, bad = read_samples(root)
-    assert [s.caption for s in samples] == [caption(2), caption(3)]
-    assert len(samples[0].image_negatives) == 1 and len(samples[1].text_negatives) == 1
-    found = {(b.record.split(" ")[1], b.field) for b in bad}
-    assert found == {("1", "image"), ("2", "caption"), ("3", "negatives[1]"), ("4", "text_negatives[0]"), ("5", "<json>")}
+    assert [s.caption for s in samples] == [caption(4), caption(5)]
+    found = {(b.record, b.field) for b in bad}
+    assert found == {("line 1", "image"), ("line 2", "caption"), ("line 3", "negatives[1].image"),
+                     ("line 4", "text_negatives[0].caption"), ("line 7", "")}
     assert all(b.file == str(root / "samples.jsonl") for b in bad)
     assert any("nope.png" in str(b) and b.field == "image" for b in bad)
 
@@ -91,25 +82,30 @@ def test_missing_files_and_empty_captions_are_reported_and_skipped(tmp_path):
 def test_reference_bad_records(tmp_path):
     image_json, _ = make_reference_json(tmp_path / "ref", n=3)
     recs = json.loads(image_json.read_text())
-    recs[0]["conversations"] = [{"from": "human", "value": "Q"}]  # no answer -> empty caption
+    recs[0]["conversations"] = [{"from": "human", "value": "Q"}]  # no answer turn: no caption
     recs[1]["negative_image_path"][0] = "neg/missing.png"
     recs.append({"image": "x.png"})
+    recs.append({"positive_image_path": "pos/2.png", "negative_image_path": [], "conversations": "oops"})
     image_json.write_text(json.dumps(recs))
     samples, bad = read_samples(image_json)
-    assert len(samples) == 2
+    assert len(samples) == 1
     assert {(b.record, b.field) for b in bad} == {
-        ("index 0", "conversations"), ("index 1", "negative_image_path[0]"), ("index 3", "positive_image_path")}
+        ("record 0", "conversations"), ("record 1", "negative_image_path[0]"), ("record 3", "positive_image_path"),
+        ("record 4", "conversations")}
 
 
 def test_unknown_path_and_bad_file_raise(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         read_samples(tmp_path / "nothing")
     (tmp_path / "d").mkdir()
-    with pytest.raises(FileNotFoundError, match="samples.jsonl"):
+    with pytest.raises(FormatError, match="samples.jsonl"):
         read_samples(tmp_path / "d")
-    (tmp_path / "x.json").write_text('{"a": 1}')
-    with pytest.raises(ValueError, match="JSON list"):
+    (tmp_path / "x.json").write_text("[1, 2")
+    with pytest.raises(FormatError, match="x.json"):
         read_samples(tmp_path / "x.json")
+    (tmp_path / "latin1.json").write_bytes('[{"positive_image_path": "é"}]'.encode("latin-1"))
+    with pytest.raises(FormatError, match=r"latin1.json: line 1: not UTF-8"):
+        read_samples(tmp_path / "latin1.json")
 
 
 @pytest.mark.parametrize("ki, kt", [(0, 0), (2, 1), (5, 6)])
@@ -164,7 +160,7 @@ def test_corrupt_png_in_worker_is_dropped_and_counted(tmp_path, model):
     (batch,) = list(loader)
     assert batch["indices"].tolist() == [0, 2, 3]
     assert batch["images"].shape[0] == 3 and batch["neg_image_mask"].sum(1).tolist() == [2, 1, 2]
-    assert sorted((b.record.split(" ")[1], b.field) for b in batch["bad"]) == [("2", "image"), ("3", "negatives[0]")]
+    assert sorted((b.record, b.field) for b in batch["bad"]) == [("id s1", "image"), ("id s2", "negatives[0]")]
     assert all(b.file.endswith("samples.jsonl") and "cannot load" in b.reason for b in batch["bad"])
 
 
@@ -203,12 +199,12 @@ def test_build_dataset_from_config(tmp_path, model):
     root = make_dataset_dir(tmp_path / "d", n=2)
     ds, bad = build_dataset(DataConfig(train=[str(root), str(image_json), str(text_json)], image_negatives=1), model, seed=0)
     assert len(ds) == 5 and not bad
-    with pytest.raises(ValueError, match="data.train"):
+    with pytest.raises(InputError, match="data.train"):
         build_dataset(DataConfig(), model, seed=0)
     empty = tmp_path / "e"
     empty.mkdir()
     (empty / "samples.jsonl").write_text(json.dumps({"image": "x.png", "caption": "c"}) + "\n")
-    with pytest.raises(ValueError, match="no valid training samples"):
+    with pytest.raises(InputError, match="no valid training samples"):
         build_dataset(DataConfig(train=str(empty)), model, seed=0)
 
 

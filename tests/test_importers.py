@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from data_recipes import cli
-from data_recipes.build.importers import ImportRecordError, caption_from_conversations
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.formats import dataset as dataset_io
 from mmclip_plugin import data as mmclip_data
@@ -87,11 +86,11 @@ def test_both_reference_formats_merge_and_bad_records_are_reported(reference, tm
     assert manifest["counts"]["samples"] == 3 and manifest["counts"]["image_negatives"] == 4
     rejects = {(Path(r["source"]).name, r["record"], r["key"]) for r in manifest["rejects"]}
     assert rejects == {
-        ("image_neg.json", 3, "positive_image_path"), ("image_neg.json", 4, "negative_image_path[0]"),
-        ("image_neg.json", 5, "conversations"), ("image_neg.json", 6, "positive_image_path"),
-        ("image_neg.json", 7, "-"), ("text_neg.json", 2, "negative_captions"),
+        ("image_neg.json", "record 3", "positive_image_path"), ("image_neg.json", "record 4", "negative_image_path[0]"),
+        ("image_neg.json", "record 5", "conversations[1]"), ("image_neg.json", "record 6", "positive_image_path"),
+        ("image_neg.json", "record 7", None), ("text_neg.json", "line 3", "negative_captions"),
     }
-    missing = next(r for r in manifest["rejects"] if r["record"] == 3)
+    missing = next(r for r in manifest["rejects"] if r["record"] == "record 3")
     assert "missing.png" in missing["reason"] and "does not exist" in missing["reason"]
     assert "image_neg.json: record 3: key 'positive_image_path'" in capsys.readouterr().err
     # the imported data set is a valid data set: its null seed/script/caption fields pass validation,
@@ -107,23 +106,6 @@ def test_image_root_option(reference, tmp_path):
     out = tmp_path / "out"
     cli.main(["import", "--reference-image-negatives", str(moved), "--image-root", str(reference), "--out", str(out)])
     assert len(_samples(out)) == 3
-
-
-@pytest.mark.parametrize("value, expected", [
-    ([{"from": "human", "value": "q"}, {"from": "gpt", "value": " Cap. "}], "Cap."),
-    (["q", "Cap."], "Cap."),
-    ({"from": "gpt", "value": "Cap."}, "Cap."),
-])
-def test_caption_from_conversations(value, expected):
-    assert caption_from_conversations(value, "f.json", 0) == expected
-
-
-@pytest.mark.parametrize("value, key", [(None, "conversations"), ([], "conversations"), ([{"from": "x"}], "conversations[0]"),
-                                        (["only a question"], "conversations")])
-def test_caption_from_conversations_errors_name_file_record_key(value, key):
-    with pytest.raises(ImportRecordError) as info:
-        caption_from_conversations(value, "f.json", 3)
-    assert f"f.json: record 3: key '{key}'" in str(info.value)
 
 
 def test_pairs_dir_rendered_through_sandbox(tmp_path):
@@ -144,7 +126,7 @@ def test_pairs_dir_rendered_through_sandbox(tmp_path):
     assert sample["id"] == "good" and sample["caption"] == "A diagonal segment."
     assert (out / sample["script"]).read_text() == script
     assert Image.open(out / sample["image"]).size == (30, 30)
-    reasons = {r["record"]: r["reason"] for r in json.loads((out / "manifest.json").read_text())["rejects"]}
+    reasons = {Path(r["source"]).stem: r["reason"] for r in json.loads((out / "manifest.json").read_text())["rejects"]}
     assert set(reasons) == {"nocaption", "empty", "fails"}
     assert "missing caption file" in reasons["nocaption"] and "forbidden" in reasons["fails"]
 

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from mmgeolm import cli
-from mmgeolm.pipeline import STAGE_NAMES, build_stages, dataset_dir
+from mmgeolm.pipeline import STAGE_NAMES, build_stages
 from mmgeolm.recipe import PipelineRecipe, check_stage_settings, load_recipe
+from mmgeolm.run_layout import RunLayout
 from mmgeolm.stages import DONE, LOG, Stage, StageError, is_done, missing_before, run_stages, select
 from mmgeolm_core.config import ConfigError
 from mmgeolm_core.resources import shipped_dir, shipped_names
@@ -219,7 +220,7 @@ def _tiny_pipeline(tmp_path: Path, **data: object) -> Path:
 def test_run_builds_data_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe, run = _tiny_pipeline(tmp_path), tmp_path / "run"
     assert cli.main(["run", str(recipe), "--out", str(run), "--until", "data"]) == 0
-    samples = (dataset_dir(run) / "samples.jsonl").read_text().splitlines()
+    samples = (RunLayout(run).dataset / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 5
     assert json.loads((run / "data" / DONE).read_text())["stage"] == "data"
     assert "--num 5" in (run / "data" / LOG).read_text()

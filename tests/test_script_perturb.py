@@ -133,6 +133,18 @@ def test_caption_swap_rules():
     assert replace_caption_number(CAPTION, "7", "8") is None
 
 
+@pytest.mark.parametrize("caption, a, b, changed", [
+    ("The angle ABC is 40 degrees.", "A", "B", "The angle BAC is 40 degrees."),  # another angle: a real negative
+    ("∠ABC = 40°.", "A", "B", "∠BAC = 40°."),
+    ("Triangle ABC is isosceles.", "A", "B", None),  # the same triangle: no negative
+    ("AB = 4.", "A", "B", None),  # the same segment
+])
+def test_caption_swaps_judge_the_same_object_as_the_caption_rules(caption, a, b, changed):
+    # issue 12: every three-letter name was taken for a triangle, so "angle ABC" -> "angle BAC" was refused
+    new, note = swap_caption_letters(caption, a, b)
+    assert new == changed and (changed is not None or "only renames the same objects" in note)
+
+
 def test_perturb_script_writes_negatives_captions_and_is_deterministic(sandbox, tmp_path):
     config = PerturbConfig(num=6, seed=1)
     runs = []

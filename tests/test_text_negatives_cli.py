@@ -4,8 +4,9 @@ import json
 import pytest
 
 from data_recipes.cli import main
-from data_recipes.formats.dataset import DatasetFormatError
 from data_recipes.text_negatives.generate import generate_text_negatives, read_items
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError
 
 CAPTIONS = [
     "In the figure, AB is the diameter of circle O, and point C lies on the circle. ∠BAC = 30°, and BC = 4 cm.",
@@ -50,7 +51,7 @@ def test_api_uses_facts_and_validates_items():
              {"id": "c", "caption": "ABCD is a square with side 5.", "facts": ["square(ABCD)", "side=5"]}]
     lines, _ = generate_text_negatives(items, 2, kinds=["retrieval"])
     assert [n["caption"] for n in lines[0]["negatives"]] == [items[2]["caption"]]  # b is true of a
-    with pytest.raises(DatasetFormatError, match="item 1: key 'caption'"):
+    with pytest.raises(InputError, match="item 1: key 'caption'"):
         generate_text_negatives([{"id": "a", "caption": "x"}, {"id": "b"}], 1)
     with pytest.raises(ValueError, match="unknown negative kind"):
         generate_text_negatives(items, 1, kinds=["image"])
@@ -102,14 +103,14 @@ def test_cli_on_reference_json(tmp_path, form):
     ('{"id": "a", "caption": "AB", "facts": "square"}\n', "line 1: key 'facts': expected a list of strings"),
     ('{"id": "a", "caption": "AB"}\n{"id": "a", "caption": "CD"}\n', "record 1: key 'id': 'a' repeats record 0"),
     ('[{"positive_image_path": "x.png", "conversations": [{"from": "human", "value": "hi"}]}]',
-     "record 0: key 'conversations': no gpt turn"),
+     "record 0: key 'conversations': no answer turn"),
     ('[{"positive_image_path": "x.png", "conversations": [3]}]', "record 0: key 'conversations[0]'"),
     ('[{"positive_image_path": 5, "conversations": ["q", "a"]}]', "record 0: key 'positive_image_path'"),
 ])
 def test_bad_records_name_file_record_and_key(tmp_path, capsys, content, message):
     src = tmp_path / "bad.jsonl"
     src.write_text(content, encoding="utf-8")
-    with pytest.raises(DatasetFormatError, match="bad.jsonl: " + message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(FormatError, match="bad.jsonl: " + message.replace("[", r"\[").replace("]", r"\]")):
         read_items(src)
     assert main(["text-negatives", "--in", str(src), "--num", "1", "--out", str(tmp_path / "o.jsonl")]) == 2
     assert message.split(":")[0] in capsys.readouterr().err

@@ -339,7 +339,7 @@ def _fake_checkpoint(root: Path, name: str, config_text: str) -> Path:
          "not a multiple of the tower's coarsest stride 32"),
         (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "image_size": 64}},
                      "preprocess_cfg": {"size": 96}}), "attention pool fits 64 px"),
-        (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 60, "patch_size": 16}}}), "not a multiple"),
+        (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 8, "patch_size": 16}}}), "patch_size 16 > image_size 8"),
         (json.dumps({"model_cfg": {"vision_cfg": {}}, "preprocess_cfg": {"size": [64, 32]}}), "square"),
         (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 64}}, "preprocess_cfg": {"size": 32}}), "differs"),
         ("{not json", "not valid JSON"),
@@ -400,6 +400,27 @@ def test_device_map_auto_and_dict(checkpoints):
     assert tower.device == torch.device("cpu")
     with pytest.raises(ValueError, match="splits the tower"):
         _tower(checkpoints["class_token"], delay_load=True).load_model(device_map={"a": "cpu", "b": "meta"})
+
+
+def test_a_training_run_directory_resolves_to_its_model(checkpoints, tmp_path, caplog):
+    """mmclip:<mmclip-train output dir>: final/ when there is one, else the newest complete checkpoint; logged."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        shutil.copytree(checkpoints["class_token"], run / "checkpoints" / f"step_{step:06d}")
+        (run / "checkpoints" / f"step_{step:06d}" / "trainer_state.pt").write_bytes(b"")
+    shutil.copytree(checkpoints["class_token"], run / "checkpoints" / "step_000006")  # incomplete: no trainer state
+    with caplog.at_level(logging.INFO, logger="mmclip_plugin"):
+        assert resolve_checkpoint(f"mmclip:{run}") == run / "checkpoints" / "step_000004"
+    assert "is a training run; using" in caplog.text and "step_000004" in caplog.text
+    shutil.copytree(checkpoints["class_token"], run / "final")
+    assert resolve_checkpoint(f"mmclip:{run}") == run / "final"
+    (run / "final" / WEIGHTS_FILE).unlink()
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(FileNotFoundError, match="without a model yet"):
+        resolve_checkpoint(f"mmclip:{run}")
 
 
 # ----------------------------------------------------------------------------- conv towers

@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from mmclip_plugin import checkpoint as ckpt
 from mmclip_plugin.cli import train_main
 from mmclip_plugin.config import config_to_dict, load_config
-from mmclip_plugin.model import WEIGHTS_FILE, load_checkpoint
+from mmclip_plugin.model import WEIGHTS_FILE, is_checkpoint_dir, load_checkpoint
 from mmclip_plugin.train import train
+from mmgeolm_core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "mmclip_plugin" / "configs" / "tiny-cpu.yaml"
@@ -75,15 +76,24 @@ def test_resume_continues_exactly(tmp_path):
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.allclose(wa[name], wb[name], rtol=1e-5, atol=1e-6), name
-    train(straight)  # a fresh run into a used directory starts a new metrics file, it does not append
+    # issue 19: a fresh run into a finished run's directory refuses, and loses nothing
+    before = (tmp_path / "a" / "final" / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(InputError, match="finished run.*--resume latest.*--overwrite"):
+        train(straight)
+    assert (tmp_path / "a" / "final" / WEIGHTS_FILE).read_bytes() == before
     assert [h["step"] for h in _history(tmp_path / "a")] == list(range(1, 7))
+    train(straight, overwrite=True)  # moves the old run aside (never deletes it) and starts a new metrics file
+    (aside,) = tmp_path.glob("a.replaced-*")
+    assert (aside / "final" / WEIGHTS_FILE).read_bytes() == before and len(_history(aside)) == 6
+    assert [h["step"] for h in _history(tmp_path / "a")] == list(range(1, 7))
+    assert is_checkpoint_dir(tmp_path / "a" / "init")  # the starting weights, what evaluation compares against
     changed = load_config(TINY, [*args, f"output_dir={tmp_path / 'b'}", "data.batch_size=2", "steps=9"])
     with pytest.raises(ValueError, match="batch_size"):  # another geometry would not reproduce the data order
         train(changed, resume="latest")
 
 
 def test_resume_errors_name_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(InputError, match="no checkpoint"):
         ckpt.resolve_resume("latest", tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ckpt.resolve_resume(str(tmp_path / "nope"), tmp_path)

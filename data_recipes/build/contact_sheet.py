@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from data_recipes.formats.dataset import atomic_write_bytes
+from mmgeolm_core.io import atomic_write_bytes
 
 TILE = 224  # every image is shown at this size
 PAD = 8

@@ -8,9 +8,10 @@ Inputs (any combination; records naming the same positive image are merged into 
   "conversations": [...]}, ...]``;
 - ``--pairs-dir DIR``: ``NAME.py`` + ``NAME.txt`` pairs; each script is rendered in the sandbox.
 
-The JSON may be a valid JSON list, one object or JSON lines; ``conversations`` may be a list of
-``{"from", "value"}`` turns or a bare list of strings (human, gpt, ...); the caption is the last gpt
-turn. Relative image paths resolve against ``--image-root`` (default: the JSON file's folder).
+Records are read by the format's one owner, :mod:`data_recipes.formats.reference` (a JSON list, one
+object or JSON lines; the caption is the first answer turn of ``conversations``, as MMCLIP training reads
+it). Relative image paths resolve against ``--image-root`` (default: the JSON file's folder). A record that
+repeats an earlier one adds nothing (its negatives are not doubled) and is reported.
 
 Output (``OUT``): ``samples.jsonl`` (see docs/scripts.md; family ``imported``), ``images/``,
 ``scripts/`` and ``manifest.json`` with counts and the rejected records, each naming the file, the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,23 +30,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data_recipes.formats.dataset import MANIFEST_FILE, atomic_write_bytes, atomic_write_json, write_samples
 from data_recipes.diagrams.hardness import image_hardness
-from data_recipes.external.batch import load_json_records
+from data_recipes.formats.dataset import MANIFEST_FILE, write_samples
+from data_recipes.formats.reference import ReferenceRecord, read_reference
+from mmgeolm_core.errors import InputError, JobError
+from mmgeolm_core.io import FormatError, atomic_write_bytes, atomic_write_json, read_text
 
 FAMILY = "imported"
+log = logging.getLogger(__name__)
 TEXT_KINDS = ("rule", "retrieval")
 
 
-class ImportRecordError(ValueError):
-    """One input record is unusable; ``str()`` names the file, record and key."""
-
-    def __init__(self, source: str, record: int | str, key: str, reason: str):
-        self.source, self.record, self.key, self.reason = source, record, key, reason
-        super().__init__(f"{source}: record {record}: key '{key}': {reason}")
-
-    def as_reject(self) -> dict[str, Any]:
-        return {"source": self.source, "record": self.record, "key": self.key, "reason": self.reason}
+def _reject_of(error: FormatError) -> dict[str, Any]:
+    return {"source": error.file, "record": error.where, "key": error.key, "reason": error.reason}
 
 
 @dataclass
@@ -57,59 +55,33 @@ class _Pending:
     script: str | None = None
     negatives: list[dict[str, Any]] = field(default_factory=list)
     text_negatives: list[str] = field(default_factory=list)
+    origins: set[str] = field(default_factory=set)  # resolved paths of the image negatives already taken
 
 
 # --------------------------------------------------------------------------- validation helpers
 
 
-def load_png(path: Path, source: str, record: int | str, key: str) -> tuple[bytes, np.ndarray]:
-    """PNG bytes (other formats are converted) and the RGB array of an image file, or ImportRecordError."""
+def load_png(path: Path, source: str, where: str, key: str) -> tuple[bytes, np.ndarray]:
+    """PNG bytes (other formats are converted) and the RGB array of an image file.
+
+    Raises:
+        FormatError: the file is missing or not a readable image (naming the record and key).
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise ImportRecordError(source, record, key, f"image file {path} does not exist")
+        raise FormatError(source, f"image file {path} does not exist", where=where, key=key)
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(path) as image:
             rgb = image.convert("RGB")
-            if image.format != "PNG":
-                buffer = io.BytesIO()
-                rgb.save(buffer, format="PNG")
-                data = buffer.getvalue()
-            return data, np.asarray(rgb)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImportRecordError(source, record, key, f"{path} is not a readable image ({exc})") from exc
-
-
-def caption_from_conversations(value: Any, source: str, record: int) -> str:
-    """The last gpt turn of a list of ``{"from", "value"}`` turns or a bare list of strings."""
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ImportRecordError(source, record, "conversations", f"expected a non-empty list of turns, got {value!r:.60}")
-    answers = []
-    for j, turn in enumerate(value):
-        if isinstance(turn, str):
-            if j % 2 == 1:
-                answers.append(turn)
-        elif isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str):
-            if turn["from"] == "gpt":
-                answers.append(turn["value"])
-        else:
-            raise ImportRecordError(source, record, f"conversations[{j}]",
-                                    f'expected {{"from": str, "value": str}} or a string, got {turn!r:.60}')
-    if not answers or not answers[-1].strip():
-        raise ImportRecordError(source, record, "conversations", "no non-empty gpt turn (the positive caption)")
-    return answers[-1].strip()
-
-
-def _string_list(record: dict, key: str, source: str, index: int) -> list[str]:
-    value = record.get(key)
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ImportRecordError(source, index, key, f"expected a list of non-empty strings, got {value!r:.60}")
-    return value
+            if image.format == "PNG":
+                return path.read_bytes(), np.asarray(rgb)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "an empty file" if path.stat().st_size == 0 else type(exc).__name__
+        raise FormatError(source, f"{path} is not a readable image ({reason})", where=where, key=key) from None
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG")
+    return buffer.getvalue(), np.asarray(rgb)
 
 
 def _resolve(path: str, root: Path) -> Path:
@@ -151,58 +123,53 @@ class Importer:
         self.pending[key] = sample
         return sample
 
-    def _reject(self, error: ImportRecordError) -> None:
-        self.rejects.append(error.as_reject())
+    def _reject(self, error: FormatError) -> None:
+        self.rejects.append(_reject_of(error))
         self.counts["rejected"] += 1
 
-    def add_reference(self, path: Path, kind: str, image_root: Path | None = None) -> None:
-        """Read one reference JSON file; ``kind`` is ``"image"`` or ``"text"`` (which negatives it holds)."""
-        source, root = str(path), image_root or path.parent
-        try:
-            records = load_json_records(path)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            self._reject(ImportRecordError(source, "-", "-", f"cannot read the file: {exc}"))
-            return
-        for i, record in enumerate(tqdm(records, desc=f"import {path.name}", unit="record", disable=len(records) < 100)):
-            self.counts["records"] += 1
+    def add_reference(self, path: Path, records: list[ReferenceRecord], problems: list[FormatError],
+                      image_root: Path | None = None) -> None:
+        """Add the records of one reference JSON file (read by :func:`~data_recipes.formats.reference.read_reference`)."""
+        root = image_root or path.parent
+        self.counts["records"] += len(records) + len(problems)
+        for problem in problems:
+            self._reject(problem)
+        for record in tqdm(records, desc=f"import {path.name}", unit="record", disable=len(records) < 100):
             try:
-                self._add_reference_record(record, kind, source, i, root)
-            except ImportRecordError as error:
+                self._add_reference_record(record, str(path), root)
+            except FormatError as error:
                 self._reject(error)
 
-    def _add_reference_record(self, record: Any, kind: str, source: str, i: int, root: Path) -> None:
-        if not isinstance(record, dict):
-            raise ImportRecordError(source, i, "-", f"expected a JSON object, got {type(record).__name__}")
-        positive = record.get("positive_image_path")
-        if not isinstance(positive, str) or not positive.strip():
-            raise ImportRecordError(source, i, "positive_image_path", f"expected a non-empty string, got {positive!r:.60}")
-        caption = caption_from_conversations(record.get("conversations"), source, i)
-        key = "negative_image_path" if kind == "image" else "negative_captions"
-        negatives = _string_list(record, key, source, i)
-        image_path = _resolve(positive, root)
-        loaded = []
-        if kind == "image":
-            loaded = [load_png(_resolve(p, root), source, i, f"{key}[{j}]") for j, p in enumerate(negatives)]
+    def _add_reference_record(self, record: ReferenceRecord, source: str, root: Path) -> None:
+        image_path = _resolve(record.image, root)
+        loaded = [load_png(_resolve(p, root), source, record.where, f"negative_image_path[{j}]")
+                  for j, p in enumerate(record.negative_images)]
         sample_key = str(image_path.resolve())
         sample = self.pending.get(sample_key)
         if sample is None:
-            data, positive_array = load_png(image_path, source, i, "positive_image_path")
-            sample = self._new_sample(sample_key, image_path.stem, data, caption)
-        elif sample.caption != caption:
-            raise ImportRecordError(source, i, "conversations",
-                                    f"caption differs from an earlier record for {image_path}: {sample.caption!r:.60}")
-        elif loaded:
-            _, positive_array = load_png(self.out / sample.image, source, i, "positive_image_path")
-        for (data, array), origin in zip(loaded, negatives):
+            data, positive_array = load_png(image_path, source, record.where, "positive_image_path")
+            sample = self._new_sample(sample_key, image_path.stem, data, record.caption)
+        elif sample.caption != record.caption:
+            raise FormatError(source, f"caption differs from an earlier record for {image_path}: {sample.caption!r:.60}",
+                              where=record.where, key="conversations")
+        else:
+            _, positive_array = load_png(self.out / sample.image, source, record.where, "positive_image_path")
+        new_images = [(pair, origin) for pair, origin in zip(loaded, record.negative_images)
+                      if str(_resolve(origin, root).resolve()) not in sample.origins]
+        new_captions = [c for c in record.negative_captions if c not in sample.text_negatives]
+        if not new_images and not new_captions and (record.negative_images or record.negative_captions):
+            raise FormatError(source, f"repeats an earlier record for {image_path}: no new negative", where=record.where)
+        for (data, array), origin in new_images:
             j = len(sample.negatives)
             rel = f"images/{sample.id}_neg{j}.png"
             atomic_write_bytes(self.out / rel, data)
+            sample.origins.add(str(_resolve(origin, root).resolve()))
             sample.negatives.append({
                 "type": FAMILY, "image": rel, "script": None, "caption": None, "facts": [], "removed": [],
                 "added": [], "detail": f"reference negative {j}: {origin}",
                 "hardness": _hardness(positive_array, array),
             })
-        sample.text_negatives += [c.strip() for c in (negatives if kind == "text" else []) if c.strip() != caption]
+        sample.text_negatives += new_captions
 
     def add_pairs_dir(self, directory: Path, sandbox) -> None:
         """Render every ``NAME.py`` of ``directory`` (caption in ``NAME.txt``) through ``sandbox``."""
@@ -213,19 +180,18 @@ class Importer:
             caption_path = path.with_suffix(".txt")
             try:
                 if not caption_path.is_file():
-                    raise ImportRecordError(str(path), path.stem, "caption", f"missing caption file {caption_path}")
-                caption = caption_path.read_text(encoding="utf-8").strip()
+                    raise FormatError(path, f"missing caption file {caption_path}", key="caption")
+                caption = read_text(caption_path).strip()
                 if not caption:
-                    raise ImportRecordError(str(path), path.stem, "caption", f"{caption_path} is empty")
-                texts.append((path, path.read_text(encoding="utf-8"), caption))
-            except (OSError, UnicodeDecodeError) as exc:
-                self._reject(ImportRecordError(str(path), path.stem, "script", f"cannot read: {exc}"))
-            except ImportRecordError as error:
+                    raise FormatError(path, f"{caption_path} is empty", key="caption")
+                texts.append((path, read_text(path), caption))
+            except OSError as exc:
+                self._reject(FormatError(path, f"cannot read: {exc.strerror or exc}", key="script"))
+            except FormatError as error:
                 self._reject(error)
         for (path, script, caption), result in zip(texts, sandbox.map([t[1] for t in texts])):
             if not result.ok:
-                self._reject(ImportRecordError(str(path), path.stem, "script",
-                                               f"did not render: {result.status}: {result.message[:300]}"))
+                self._reject(FormatError(path, f"did not render: {result.status}: {result.message[:300]}", key="script"))
                 continue
             self._new_sample(str(path.resolve()), path.stem, result.image_png, caption, script=script)
 
@@ -293,27 +259,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmgeolm-data import``: 0 when every record was imported, 1 when some were rejected (listed)."""
     sources = {"reference_image_negatives": args.reference_image_negatives,
                "reference_text_negatives": args.reference_text_negatives, "pairs_dir": args.pairs_dir}
     if not any(sources.values()):
-        print("import: give --reference-image-negatives, --reference-text-negatives and/or --pairs-dir", file=sys.stderr)
-        return 2
+        raise InputError("give --reference-image-negatives, --reference-text-negatives and/or --pairs-dir")
     for name, path in sources.items():
         if path is not None and not path.exists():
-            print(f"import: --{name.replace('_', '-')} {path}: no such file or directory", file=sys.stderr)
-            return 2
-    try:
-        from data_recipes.external.sandbox import Sandbox
+            raise InputError(f"--{name.replace('_', '-')} {path}: no such file or directory")
+    # Whole files are read (and refused when unreadable or empty) before anything is written.
+    references = [(path, kind, *read_reference(path, kind)) for path, kind in
+                  ((args.reference_image_negatives, "image"), (args.reference_text_negatives, "text")) if path]
+    from data_recipes.external.sandbox import Sandbox
 
+    try:
         sandbox = Sandbox(workers=args.workers, timeout=args.timeout) if args.pairs_dir else None
     except ValueError as exc:
-        print(f"import: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from None
     importer = Importer(args.out, text_kind=args.text_kind)
-    if args.reference_image_negatives:
-        importer.add_reference(args.reference_image_negatives, "image", args.image_root)
-    if args.reference_text_negatives:
-        importer.add_reference(args.reference_text_negatives, "text", args.image_root)
+    for path, _kind, records, problems in references:
+        importer.add_reference(path, records, problems, args.image_root)
     if sandbox is not None:
         with sandbox:
             importer.add_pairs_dir(args.pairs_dir, sandbox)
@@ -323,5 +288,9 @@ def run_cli(args: argparse.Namespace) -> int:
           f"{counts['text_negatives']} caption negatives from {counts['records']} records; "
           f"{counts['rejected']} rejected -> {args.out / MANIFEST_FILE}")
     for reject in manifest["rejects"][:20]:
-        print(f"  {reject['source']}: record {reject['record']}: key '{reject['key']}': {reject['reason']}", file=sys.stderr)
+        where = ": ".join(str(x) for x in (reject["source"], reject["record"]) if x)
+        key = f"key '{reject['key']}': " if reject["key"] else ""
+        log.warning("rejected %s: %s%s", where, key, reject["reason"])
+    if counts["samples"] == 0:
+        raise JobError(f"no sample imported ({counts['rejected']} records rejected); see {args.out / MANIFEST_FILE}")
     return 0 if not manifest["rejects"] else 1

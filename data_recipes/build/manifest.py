@@ -5,28 +5,20 @@ are deterministic, so the manifest is byte-identical across worker counts and in
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from data_recipes.build.recipe import Recipe
 
-TEXT_NEGATIVES_MODULE = "data_recipes.text_negatives.generate"
 MAX_REPORTS = 50  # the manifest lists the first reports of the post-pass; "short" counts them all
-
-
-def _text_negatives_available() -> bool:
-    return importlib.util.find_spec(TEXT_NEGATIVES_MODULE) is not None
 
 
 def run_text_post_pass(recipe: Recipe, samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Add rule / retrieval caption negatives to ``samples`` in place (when the recipe asks for them).
 
     Calls ``data_recipes.text_negatives.generate.generate_text_negatives(items, num, kinds, seed)`` once over
-    all samples (retrieval needs the whole pool). When that module is not installed the post-pass
-    is skipped with a warning and the manifest says so; the perturbation captions stay.
+    all samples (retrieval needs the whole pool).
 
     Returns:
         The manifest's ``text_negatives`` section: status, kinds, counts per kind and the reports.
@@ -35,27 +27,23 @@ def run_text_post_pass(recipe: Recipe, samples: list[dict[str, Any]]) -> dict[st
     kinds = list(cfg.post_pass_kinds)
     report: dict[str, Any] = {"kinds": list(cfg.kinds), "num": cfg.num, "status": "done", "short": {}, "reports": []}
     if kinds and cfg.num > 0 and samples:
-        if not _text_negatives_available():
-            report["status"] = f"skipped: {TEXT_NEGATIVES_MODULE} is not available, kinds {kinds} not made"
-            print(f"warning: {report['status']}", file=sys.stderr)
-        else:
-            from data_recipes.text_negatives.generate import generate_text_negatives
+        from data_recipes.text_negatives.generate import generate_text_negatives  # scikit-learn: only when needed
 
-            items = [{"id": s["id"], "caption": s["caption"], "facts": s["facts"]} for s in samples]
-            lines, reports = generate_text_negatives(items, cfg.num, kinds, recipe.seed)
-            by_id = {line["id"]: line["negatives"] for line in lines}
-            for sample in samples:
-                have = {t["caption"] for t in sample["text_negatives"]} | {sample["caption"]}
-                for negative in by_id.get(sample["id"], []):
-                    if negative["caption"] not in have:
-                        have.add(negative["caption"])
-                        sample["text_negatives"].append(
-                            {"caption": negative["caption"], "kind": negative["kind"], "rules": list(negative.get("rules", []))}
-                        )
-            report["short"] = dict(sorted(Counter(str(r.get("kind", "?")) for r in reports).items()))
-            report["reports"] = [
-                {"id": r["id"], "kind": r.get("kind"), "reason": r["reason"]} for r in reports[:MAX_REPORTS]
-            ]
+        items = [{"id": s["id"], "caption": s["caption"], "facts": s["facts"]} for s in samples]
+        lines, reports = generate_text_negatives(items, cfg.num, kinds, recipe.seed)
+        by_id = {line["id"]: line["negatives"] for line in lines}
+        for sample in samples:
+            have = {t["caption"] for t in sample["text_negatives"]} | {sample["caption"]}
+            for negative in by_id.get(sample["id"], []):
+                if negative["caption"] not in have:
+                    have.add(negative["caption"])
+                    sample["text_negatives"].append(
+                        {"caption": negative["caption"], "kind": negative["kind"], "rules": list(negative.get("rules", []))}
+                    )
+        report["short"] = dict(sorted(Counter(str(r.get("kind", "?")) for r in reports).items()))
+        report["reports"] = [
+            {"id": r["id"], "kind": r.get("kind"), "reason": r["reason"]} for r in reports[:MAX_REPORTS]
+        ]
     report["counts"] = dict(sorted(Counter(t["kind"] for s in samples for t in s["text_negatives"]).items()))
     return report
 

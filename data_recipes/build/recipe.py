@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from data_recipes.formats.dataset import TEXT_KINDS
 from mmgeolm_core.config import (
     ConfigError,
     build_config,
@@ -29,7 +30,7 @@ from mmgeolm_core.config import (
 
 # Caption-negative kinds: "perturbation" (the captions of the sample's own image negatives, always
 # included) and the two kinds made by data_recipes.text_negatives.generate in a post-pass.
-TEXT_NEGATIVE_KINDS = ("perturbation", "rule", "retrieval")
+TEXT_NEGATIVE_KINDS = TEXT_KINDS
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -108,6 +109,39 @@ class TextNegativesConfig:
 
 
 @dataclass(frozen=True)
+class CaptionsConfig:
+    """How captions are written, and an optional check of them against a text encoder's tokenizer.
+
+    Attributes:
+        symbols: ``unicode`` (∥ ⊥ ∠ △ ≅ ⊙ °, the engine's default) or ``words`` ("is parallel to",
+            "angle ABC", "90 degrees"): for tokenizers that drop punctuation or lack these symbols.
+        check_tokenizer: a tokenizer file (``tokenizer.json``, a sentencepiece ``.model``) or a
+            transformers tokenizer directory, relative to the recipe's folder; the build then reports
+            hard negatives that tokenize exactly like their positive (manifest ``tokenization_check``).
+        check_clean: the check's text cleaning (``canonicalize``, ``lower``, ``whitespace``, ``none``;
+            null: the tokenizer's own, ``canonicalize`` for SigLIP).
+        check_context_length: where the check cuts the ids (null: the tokenizer's ``model_max_length``).
+    """
+
+    symbols: str = "unicode"
+    check_tokenizer: str | None = None
+    check_clean: str | None = None
+    check_context_length: int | None = None
+
+    def __post_init__(self) -> None:
+        from data_recipes.diagrams.captions import SYMBOL_STYLES
+        from data_recipes.text_negatives.token_check import CLEANERS
+
+        check_choice(self.symbols, "symbols", SYMBOL_STYLES)
+        check(self.check_tokenizer is None or bool(self.check_tokenizer), "check_tokenizer",
+              "null or a tokenizer path", self.check_tokenizer)
+        if self.check_clean is not None:
+            check_choice(self.check_clean, "check_clean", CLEANERS)
+        if self.check_context_length is not None:
+            check_number(self.check_context_length, "check_context_length", ge=2, integer=True)
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     """Train/dev/val split, drawn per sample from its own seeded stream.
 
@@ -140,6 +174,7 @@ class Recipe:
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     text_negatives: TextNegativesConfig = field(default_factory=TextNegativesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     source: str = internal_field("<recipe>")
 
     def __post_init__(self) -> None:
@@ -176,6 +211,7 @@ class Recipe:
         out["negatives"] = {**plain(self.negatives), "types": list(self.negatives.types)}
         out["text_negatives"] = {**plain(self.text_negatives), "kinds": list(self.text_negatives.kinds)}
         out["split"] = plain(self.split)
+        out["captions"] = plain(self.captions)
         out["families"] = {name: weight for name, weight in self.families}
         return json.loads(json.dumps(out))
 
@@ -184,6 +220,16 @@ class Recipe:
         """sha256 (first 16 hex digits) of the canonical JSON of the resolved recipe."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def check_tokenizer_path(self) -> Path | None:
+        """``captions.check_tokenizer`` resolved against the recipe file's folder (None when unset)."""
+        value = self.captions.check_tokenizer
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        source = Path(self.source)
+        return path if path.is_absolute() or not source.is_file() else source.parent / path
 
     def with_overrides(self, *, num: int | None = None, seed: int | None = None) -> Recipe:
         """A copy with the command-line overrides applied (validated again)."""
@@ -264,6 +310,7 @@ def recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") ->
 
 
 __all__ = [
+    "CaptionsConfig",
     "ImageConfig",
     "NegativesConfig",
     "Recipe",

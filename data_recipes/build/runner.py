@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -25,12 +26,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_recipes.formats import dataset as io
+from data_recipes.formats import dataset, reference
+from mmgeolm_core import io
 from data_recipes.build.manifest import build_manifest, run_text_post_pass
 from data_recipes.build.sample import PARTS_DIR, build_and_write, part_path
 from data_recipes.build.recipe import Recipe, load_recipe, recipe_diff
 from mmgeolm_core.errors import InputError
 from data_recipes.diagrams.render import RENDER_MODULES
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STATE_FILE = "build.json"  # in DIR/.parts: which recipe this directory is being built for
@@ -94,8 +98,8 @@ def _build_state(recipe: Recipe, shard: Shard) -> dict[str, Any]:
 
 
 BUILD_OUTPUTS = (
-    "images", "scripts", PARTS_DIR, io.SAMPLES_FILE, io.MANIFEST_FILE, io.IMAGE_NEGATIVES_FILE,
-    io.TEXT_NEGATIVES_FILE, io.CONTACT_SHEET_FILE, BUILD_INFO_FILE,
+    "images", "scripts", PARTS_DIR, dataset.SAMPLES_FILE, dataset.MANIFEST_FILE, dataset.IMAGE_NEGATIVES_FILE,
+    dataset.TEXT_NEGATIVES_FILE, dataset.CONTACT_SHEET_FILE, BUILD_INFO_FILE,
 )
 
 
@@ -124,8 +128,8 @@ def prepare_directory(root: Path, recipe: Recipe, shard: Shard, *, overwrite: bo
     previous = None
     if state_path.is_file():
         previous = io.read_json(state_path)
-    elif (root / io.MANIFEST_FILE).is_file():
-        previous = io.read_json(root / io.MANIFEST_FILE)
+    elif (root / dataset.MANIFEST_FILE).is_file():
+        previous = io.read_json(root / dataset.MANIFEST_FILE)
     elif root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise BuildRefused(f"{root} exists and is not an empty directory nor a `mmgeolm-data build` output; choose another --out")
     if previous is not None and previous.get("fingerprint") != state["fingerprint"] and overwrite:
@@ -199,21 +203,36 @@ def finalize(root: Path, recipe: Recipe, shard: Shard, *, relative_paths: bool =
     parts = [io.read_json(part_path(root, recipe, i)) for i in shard.indices(recipe.num)]
     samples = [p["sample"] for p in parts if p["status"] == "ok"]
     text_report = run_text_post_pass(recipe, samples)
-    io.write_samples(root, samples)
+    dataset.write_samples(root, samples)
     for name, entries in (
-        (io.IMAGE_NEGATIVES_FILE, io.reference_image_negatives(samples, root, root, relative=relative_paths)),
-        (io.TEXT_NEGATIVES_FILE, io.reference_text_negatives(samples, root, root, relative=relative_paths)),
+        (dataset.IMAGE_NEGATIVES_FILE, reference.reference_image_negatives(samples, root, root, relative=relative_paths)),
+        (dataset.TEXT_NEGATIVES_FILE, reference.reference_text_negatives(samples, root, root, relative=relative_paths)),
     ):
-        io.write_reference_json(root / name, entries)
-    draw_contact_sheet(root, samples, root / io.CONTACT_SHEET_FILE)
+        reference.write_reference_json(root / name, entries)
+    draw_contact_sheet(root, samples, root / dataset.CONTACT_SHEET_FILE)
     manifest = build_manifest(recipe, parts, samples, text_report)
     manifest = {
         **_build_state(recipe, shard), **manifest,
         "reference_paths": "relative" if relative_paths else "absolute",
     }
+    if recipe.check_tokenizer_path is not None:
+        manifest["tokenization_check"] = check_tokenization(recipe, samples).to_dict()
     _remove_temporaries(root)
-    io.atomic_write_json(root / io.MANIFEST_FILE, manifest)
+    io.atomic_write_json(root / dataset.MANIFEST_FILE, manifest)
     return manifest
+
+
+def check_tokenization(recipe: Recipe, samples: list[dict[str, Any]]) -> Any:
+    """Report hard negatives that tokenize like their positive with the recipe's ``captions.check_tokenizer``."""
+    from data_recipes.text_negatives.token_check import find_token_collisions, items_from_samples, load_tokenizer
+
+    captions = recipe.captions
+    path = recipe.check_tokenizer_path
+    tokenizer = load_tokenizer(path, captions.check_clean, captions.check_context_length)
+    report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(path),
+                                   encode_uncut=tokenizer.uncut)
+    (logger.warning if report.collisions else logger.info)("%s", report.summary())
+    return report
 
 
 def build_dataset(

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from data_recipes.diagrams import engine
-from data_recipes.formats.dataset import atomic_write_bytes, atomic_write_json
+from data_recipes.diagrams.captions import style_caption
+from mmgeolm_core.io import atomic_write_bytes, atomic_write_json
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.diagrams.layout import layout
 from data_recipes.build.recipe import Recipe
@@ -166,6 +167,7 @@ def make_sample(recipe: Recipe, index: int) -> SampleResult:
         files = {f"images/{stem}.png": engine.encode_png(positive),
                  f"scripts/{stem}.py": _script(recipe, diagram.scene, laid_out)}
         kept, rejected = select_negatives(recipe, diagram, positive, rng)
+        symbols = recipe.captions.symbols
         negatives = []
         for j, (negative, image, hardness, laid_out) in enumerate(kept):
             image_rel, script_rel = f"images/{stem}_n{j}.png", f"scripts/{stem}_n{j}.py"
@@ -173,7 +175,7 @@ def make_sample(recipe: Recipe, index: int) -> SampleResult:
             files[script_rel] = _script(recipe, negative.diagram.scene, laid_out)
             negatives.append({
                 "type": negative.type, "image": image_rel, "script": script_rel,
-                "caption": negative.diagram.caption, "facts": list(negative.diagram.facts),
+                "caption": style_caption(negative.diagram.caption, symbols), "facts": list(negative.diagram.facts),
                 "removed": list(negative.removed), "added": list(negative.added), "detail": negative.detail,
                 "hardness": hardness,
             })
@@ -185,11 +187,12 @@ def make_sample(recipe: Recipe, index: int) -> SampleResult:
     if part["shortfall"] and recipe.negatives.require_full_negatives:
         part.update(status="reject", reason=f"shortfall: {len(negatives)} of {recipe.negatives.per_positive} negatives")
         return SampleResult(part)
+    caption = style_caption(diagram.caption, recipe.captions.symbols)
     part["sample"] = {
         "id": sid, "index": index, "family": family, "seed": [recipe.seed, index], "facts": list(diagram.facts),
-        "image": f"images/{stem}.png", "script": f"scripts/{stem}.py", "caption": diagram.caption,
+        "image": f"images/{stem}.png", "script": f"scripts/{stem}.py", "caption": caption,
         "split": sample_split(recipe, index), "negatives": negatives,
-        "text_negatives": _text_negatives(diagram.caption, negatives),
+        "text_negatives": _text_negatives(caption, negatives),
     }
     return SampleResult(part, files)
 

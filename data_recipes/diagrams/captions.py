@@ -6,6 +6,7 @@ everywhere except where the fact changed: the caption pair is textually as close
 """
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 
@@ -142,3 +143,48 @@ def make_caption(facts: list[str], variant: int) -> str:
     first = first[0].upper() + first[1:]
     rest = [c[0].upper() + c[1:] + "." for c in clauses[1:]]
     return " ".join([first, *rest])
+
+
+# --------------------------------------------------------------------------- symbols written as words
+SYMBOL_STYLES = ("unicode", "words")
+# Ordered (pattern, replacement): prefixes naming an object first, then relations, then units. Tokenizers that
+# drop punctuation or lack these symbols (SigLIP's) see the words; the rule negatives edit the words
+# ("parallel" <-> "perpendicular", "similar" <-> "congruent", numbers before "degrees").
+SYMBOL_WORDS: tuple[tuple[str, str], ...] = (
+    (r"△\s*(?=[A-Z])", "triangle "),
+    (r"∠\s*(?=[A-Z])", "angle "),
+    (r"⊙\s*(?=[A-Z])", "circle "),
+    (r"\s*∥\s*", " is parallel to "),
+    (r"\s*⊥\s*", " is perpendicular to "),
+    (r"\s*≅\s*", " is congruent to "),
+    (r"\s*[∼∽]\s*", " is similar to "),
+    (r"\s*≠\s*", " is not equal to "),
+    (r"\s*<\s*", " is less than "),
+    (r"\s*>\s*", " is greater than "),
+    (r"\s*=\s*", " equals "),
+    (r"(\d)\s*°", r"\1 degrees"),
+    (r"°", " degrees"),
+)
+_SYMBOL_WORDS = tuple((re.compile(p), r) for p, r in SYMBOL_WORDS)
+
+
+def symbols_as_words(text: str) -> str:
+    """``text`` with the geometry symbols written as words: "AB ∥ CD" -> "AB is parallel to CD",
+    "∠ABC = 90°" -> "angle ABC equals 90 degrees", "△ABC ≅ △DEF" -> "triangle ABC is congruent to triangle DEF"
+    (a word that starts a sentence is capitalised)."""
+    for pattern, words in _SYMBOL_WORDS:
+        text = pattern.sub(lambda m, words=words: _sentence_case(m, m.expand(words)), text)
+    return re.sub(r" {2,}", " ", text)
+
+
+def _sentence_case(match: re.Match, words: str) -> str:
+    before = match.string[: match.start()].rstrip(" ")
+    starts_sentence = not before or before.endswith((".", "!", "?"))
+    return words[0].upper() + words[1:] if starts_sentence and words[:1].isalpha() else words
+
+
+def style_caption(text: str, symbols: str) -> str:
+    """The caption in the recipe's symbol style (``unicode``: unchanged; ``words``: :func:`symbols_as_words`)."""
+    if symbols not in SYMBOL_STYLES:
+        raise ValueError(f"caption symbols {symbols!r}: expected one of {list(SYMBOL_STYLES)}")
+    return symbols_as_words(text) if symbols == "words" else text

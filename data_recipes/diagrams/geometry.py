@@ -14,14 +14,6 @@ def vec(x: float, y: float) -> Point:
     return np.array([float(x), float(y)])
 
 
-def as_vec(p: Sequence[float] | np.ndarray) -> Point:
-    """Coerce a pair of numbers to a 2-vector."""
-    arr = np.asarray(p, dtype=float)
-    if arr.shape != (2,):
-        raise ValueError(f"expected a 2-vector, got shape {arr.shape}")
-    return arr
-
-
 def dist(a: Point, b: Point) -> float:
     """Euclidean distance."""
     return float(np.hypot(*(np.asarray(a, float) - np.asarray(b, float))))

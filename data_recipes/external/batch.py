@@ -7,8 +7,8 @@ Inputs (one of):
   ``code`` field (source text) or its ``script`` field (a path to a .py file, relative to FILE's
   folder, or source text when it contains a newline); failing both, with ``--scripts-dir DIR`` given,
   ``DIR/<stem of positive_image_path or image>.py`` (MM-Math-Align records carry only image paths).
-  The caption is ``caption``, else the last ``gpt`` turn of ``conversations`` (a list of
-  ``{"from", "value"}`` turns or a bare list of strings). The id is ``id``, else the image stem, else
+  The caption is ``caption``, else the caption in ``conversations`` (its first answer turn, as
+  :mod:`data_recipes.formats.reference` reads it). The id is ``id``, else the image stem, else
   the record number.
 
 Every item gets ``OUT/<id>/`` (see :mod:`data_recipes.external.perturb`); its manifest.json, written last
@@ -39,7 +39,8 @@ from data_recipes.external.perturb import (
     build_sandbox,
     perturb_script,
 )
-from data_recipes.formats.dataset import atomic_write_json
+from data_recipes.formats.reference import caption_from_conversations
+from mmgeolm_core.io import FormatError, atomic_write_json, read_records
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -79,35 +80,17 @@ def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
     return items
 
 
-def caption_of(record: dict[str, Any]) -> str | None:
-    """``caption``, else the last gpt turn of ``conversations`` (turn dicts or a bare list of strings)."""
+def caption_of(record: dict[str, Any], file: str | Path, where: str) -> str | None:
+    """``caption``, else the caption in ``conversations`` (the reference format's rule), else None.
+
+    Raises:
+        FormatError: ``conversations`` is present but malformed.
+    """
     if isinstance(record.get("caption"), str) and record["caption"].strip():
         return record["caption"].strip()
-    turns = record.get("conversations")
-    if isinstance(turns, dict):
-        turns = [turns]
-    if not isinstance(turns, list):
-        return None
-    answers = [
-        t["value"] if isinstance(t, dict) else t
-        for j, t in enumerate(turns)
-        if (isinstance(t, dict) and t.get("from") == "gpt" and isinstance(t.get("value"), str))
-        or (isinstance(t, str) and j % 2 == 1)
-    ]
-    return answers[-1].strip() if answers and answers[-1].strip() else None
-
-
-def load_json_records(path: Path) -> list[Any]:
-    """A JSON list, a single JSON object, or JSON lines."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: neither JSON nor JSON lines: {exc.msg} (line {exc.lineno})") from exc
-    return [data] if isinstance(data, dict) else data if isinstance(data, list) else [data]
+    if "conversations" in record:
+        return caption_from_conversations(record["conversations"], file, where)
+    return None
 
 
 def _script_of(record: dict, base: Path, scripts_dir: Path | None) -> tuple[str | None, str, str]:
@@ -134,8 +117,8 @@ def _script_of(record: dict, base: Path, scripts_dir: Path | None) -> tuple[str 
 def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> list[BatchItem]:
     """One item per record; a record that cannot run becomes an item with ``error`` set."""
     items, used = [], set()
-    for i, record in enumerate(load_json_records(path)):
-        where = f"{path}: record {i}"
+    for i, (place, record) in enumerate(read_records(path)):
+        where = f"{path}: {place}"
         if not isinstance(record, dict):
             items.append(BatchItem(_safe_id(f"record_{i}", used), None, None, where,
                                    f"{where}: expected a JSON object, got {type(record).__name__}"))
@@ -144,9 +127,12 @@ def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> li
         raw_id = str(record.get("id") or (Path(image).stem if isinstance(image, str) else f"record_{i}"))
         try:
             script, source, error = _script_of(record, path.parent, scripts_dir)
+            caption = caption_of(record, path, place)
         except (OSError, UnicodeDecodeError) as exc:
-            script, source, error = None, "", f"cannot read the script: {exc}"
-        items.append(BatchItem(_safe_id(raw_id, used), script, caption_of(record), source or where,
+            script, source, caption, error = None, "", None, f"cannot read the script: {exc}"
+        except FormatError as exc:
+            script, source, caption, error = None, "", None, exc.reason if exc.key is None else f"key '{exc.key}': {exc.reason}"
+        items.append(BatchItem(_safe_id(raw_id, used), script, caption, source or where,
                                f"{where}: {error}" if error else ""))
     return items
 

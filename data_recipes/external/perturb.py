@@ -25,7 +25,9 @@ import numpy as np
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.external.edits import ScriptEdit, list_script_edits, propose_edits
 from data_recipes.external.sandbox import Sandbox
-from data_recipes.formats.dataset import atomic_write_bytes, atomic_write_json, atomic_write_text
+from data_recipes.text_negatives.rules import object_kind, same_object
+from data_recipes.text_negatives.rules.grammar import Label
+from mmgeolm_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 MANIFEST = "manifest.json"
 
@@ -71,20 +73,12 @@ class PerturbConfig:
 VERTEX_TOKEN = re.compile(r"(?<![A-Za-z])[A-Z]{1,6}(?:'|′)?(?![a-z])")
 
 
-def _same_object(old: str, new: str) -> bool:
-    """Whether two vertex names denote the same object: AB/BA, ABC/BCA/CBA (cyclic or reversed)."""
-    old, new = old.rstrip("'′"), new.rstrip("'′")
-    if len(old) < 2 or len(old) != len(new):
-        return old == new
-    doubled = old + old
-    return new in doubled or new[::-1] in doubled
-
-
 def swap_caption_letters(caption: str, a: str, b: str) -> tuple[str | None, str]:
     """Exchange vertex letters ``a`` and ``b`` in the caption's vertex names.
 
     Returns the new caption, or None and the reason: neither letter occurs, or every changed name
-    still denotes the same object (``AB`` -> ``BA``, ``ABC`` -> ``BAC``), which would not be false.
+    still denotes the same object (segment ``AB`` -> ``BA``, triangle ``ABC`` -> ``BAC``, but not angle
+    ``ABC`` -> ``BAC``: the caption rules' own test, :func:`~data_recipes.text_negatives.rules.same_object`).
     A capital ``A`` starting a sentence and followed by a lower-case word is an article.
     """
     table = str.maketrans({a: b, b: a})
@@ -97,14 +91,16 @@ def swap_caption_letters(caption: str, a: str, b: str) -> tuple[str | None, str]
             return token
         new = token.translate(table)
         if new != token:
-            changes.append((token, new))
+            name = token.rstrip("'′")
+            kind = object_kind(caption, Label(name, match.start(), match.start() + len(name)))
+            changes.append((token, new, same_object(kind, name, new.rstrip("'′"))))
         return new
 
     result = VERTEX_TOKEN.sub(repl, caption)
     if not changes:
         return None, f"caption does not name {a} or {b}"
-    if all(_same_object(old, new) for old, new in changes):
-        return None, f"swapping {a} and {b} only renames the same objects ({', '.join(o for o, _ in changes)})"
+    if all(same for _, _, same in changes):
+        return None, f"swapping {a} and {b} only renames the same objects ({', '.join(o for o, _, _ in changes)})"
     return result, ""
 
 

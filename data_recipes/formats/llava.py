@@ -8,6 +8,7 @@ diagrams were drawn from seeds the training never saw.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from data_recipes.diagrams.questions import make_questions, questions_for_sample
-from data_recipes.formats.dataset import atomic_write_json, atomic_write_text, read_samples
+from data_recipes.formats.dataset import read_samples
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 CAPTION_PROMPTS = (
     "Describe the geometric figure.",
@@ -47,7 +50,7 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
         seed: drives prompt choice and question sampling.
 
     Raises:
-        ValueError: when the data set has no train or no val samples.
+        InputError: when the data set has no train or no val samples.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,7 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
     train = [s for s in samples if s["split"] == "train"]
     val = [s for s in samples if s["split"] == "val"]
     if not train or not val:
-        raise ValueError(
+        raise InputError(
             f"{data_dir}: need train and val samples for LLaVA data (got {len(train)} train, {len(val)} val); "
             "set a val fraction in the data recipe"
         )
@@ -78,3 +81,21 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
     atomic_write_json(files.stage2, stage2)
     atomic_write_text(files.questions, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
     return files
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmgeolm-data llava-data``."""
+    parser.add_argument("--data", required=True, type=Path, help="a data set built by mmgeolm-data build (train + val)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for stage1.json, stage2.json, questions.jsonl")
+    parser.add_argument("--num-questions", type=int, default=60, help="held-out questions from the val split")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmgeolm-data llava-data``."""
+    files = write_llava_data(args.data, args.out, args.num_questions, args.seed)
+    print(f"LLaVA data written to {args.out}: {files.counts}")
+    return 0

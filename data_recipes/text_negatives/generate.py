@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -20,23 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from data_recipes.formats.dataset import DatasetFormatError, atomic_write_json, atomic_write_text
+from data_recipes.formats.reference import caption_from_conversations
 from data_recipes.text_negatives.retrieval import list_backends, retrieve_neighbours
 from data_recipes.text_negatives.rules import generate_rule_negatives
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError, atomic_write_json, atomic_write_text, read_records
 
 KINDS = ("rule", "retrieval")
-GPT_SPEAKERS = ("gpt", "assistant", "model")
 
 
-def _check_item(item: Any, where: str) -> None:
+def _item_problem(item: Any) -> tuple[str | None, str] | None:
+    """``(key, what is wrong)`` for an item that is not ``{"id": str, "caption": str, "facts"?: [str]}``."""
     if not isinstance(item, dict):
-        raise DatasetFormatError(f"{where}: expected an object with 'id' and 'caption', got {type(item).__name__}")
+        return None, f"expected an object with 'id' and 'caption', got {type(item).__name__}"
     for key in ("id", "caption"):
         if not isinstance(item.get(key), str):
-            raise DatasetFormatError(f"{where}: key '{key}': expected a string, got {item.get(key)!r:.80}")
+            return key, f"expected a string, got {item.get(key)!r:.80}"
     facts = item.get("facts")
     if facts is not None and not (isinstance(facts, list) and all(isinstance(f, str) for f in facts)):
-        raise DatasetFormatError(f"{where}: key 'facts': expected a list of strings, got {facts!r:.80}")
+        return "facts", f"expected a list of strings, got {facts!r:.80}"
+    return None
 
 
 def item_rng(seed: int, item_id: str) -> np.random.Generator:
@@ -65,7 +67,7 @@ def generate_text_negatives(
         input order; ``reports = [{"id", "kind", "reason"}]`` for items that got fewer than ``num``.
 
     Raises:
-        DatasetFormatError: an item lacks a string id/caption or has malformed facts.
+        InputError: an item lacks a string id/caption or has malformed facts.
         ValueError: unknown kind or negative ``num``.
     """
     kinds = list(kinds)
@@ -75,7 +77,10 @@ def generate_text_negatives(
     if num < 0:
         raise ValueError(f"num must be >= 0, got {num}")
     for i, item in enumerate(items):
-        _check_item(item, f"item {i}")
+        problem = _item_problem(item)
+        if problem:
+            key, reason = problem
+            raise InputError(f"item {i}: " + (f"key '{key}': " if key else "") + reason)
     lines = [{"id": it["id"], "caption": it["caption"], "negatives": []} for it in items]
     reports: list[dict] = []
     if "rule" in kinds:
@@ -106,48 +111,25 @@ def generate_text_negatives(
 # --------------------------------------------------------------------------- input files
 
 
-def _caption_from_conversations(value: Any, where: str) -> str:
-    """The gpt turn of a reference record's ``conversations`` (list of turns, bare strings, or one turn)."""
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise DatasetFormatError(f"{where}: key 'conversations': expected a non-empty list of turns, got {value!r:.80}")
-    caption = None
-    for j, turn in enumerate(value):
-        if isinstance(turn, str):
-            speaker, text = ("human" if j % 2 == 0 else "gpt"), turn
-        elif isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) for t in turn):
-            speaker, text = turn
-        elif isinstance(turn, dict) and isinstance(turn.get("value", turn.get("content")), str):
-            speaker, text = str(turn.get("from", turn.get("role", ""))), turn.get("value", turn.get("content"))
-        else:
-            raise DatasetFormatError(
-                f"{where}: key 'conversations[{j}]': expected {{\"from\", \"value\"}}, [speaker, text] or a string, "
-                f"got {turn!r:.80}"
-            )
-        if speaker.lower() in GPT_SPEAKERS:
-            caption = text
-    if caption is None:
-        raise DatasetFormatError(f"{where}: key 'conversations': no gpt turn holding the caption")
-    return caption
-
-
-def _item_from_record(record: Any, index: int, where: str) -> dict:
-    if not isinstance(record, dict):
-        raise DatasetFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    if "caption" in record:
+def _item_from_record(record: Any, path: Path, where: str, index: int) -> dict:
+    """An item from a JSONL ``{id?, caption, facts?}`` line or a reference-format record."""
+    if isinstance(record, dict) and "caption" not in record and "conversations" in record:
+        image = record.get("positive_image_path", record.get("image"))
+        if image is not None and not isinstance(image, str):
+            raise FormatError(path, f"expected a string, got {image!r:.80}", where=where, key="positive_image_path")
+        item = {"id": image if image is not None else str(index),
+                "caption": caption_from_conversations(record["conversations"], path, where)}
+    elif isinstance(record, dict) and "caption" in record:
         item = {"id": record.get("id", str(index)), "caption": record["caption"]}
         if "facts" in record:
             item["facts"] = record["facts"]
-    elif "conversations" in record:
-        image = record.get("positive_image_path", record.get("image"))
-        if image is not None and not isinstance(image, str):
-            raise DatasetFormatError(f"{where}: key 'positive_image_path': expected a string, got {image!r:.80}")
-        item = {"id": image if image is not None else str(index),
-                "caption": _caption_from_conversations(record["conversations"], where)}
+    elif isinstance(record, dict):
+        raise FormatError(path, "expected key 'caption' (JSONL items) or 'conversations' (reference format)", where=where)
     else:
-        raise DatasetFormatError(f"{where}: expected key 'caption' (JSONL items) or 'conversations' (reference format)")
-    _check_item(item, where)
+        item = record
+    problem = _item_problem(item)
+    if problem:
+        raise FormatError(path, problem[1], where=where, key=problem[0])
     return item
 
 
@@ -155,37 +137,14 @@ def read_items(path: str | Path) -> list[dict]:
     """Items from a JSONL file of ``{"id", "caption", "facts"?}`` or a reference-format JSON list.
 
     Raises:
-        DatasetFormatError: naming the file, the line or record number and the key.
+        FormatError: naming the file, the line or record number and the key.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(f"{path}: cannot read: {err}") from err
-    document = None
-    if text.lstrip().startswith("[") or (text.lstrip().startswith("{") and "\n" in text.strip()):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as err:
-            if text.lstrip().startswith("["):
-                raise DatasetFormatError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from err
-    if document is not None:  # a JSON list of records, or one record spread over several lines
-        records = document if isinstance(document, list) else [document]
-        items = [_item_from_record(r, i, f"{path}: record {i}") for i, r in enumerate(records)]
-    else:
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetFormatError(f"{path}: line {number}: not valid JSON: {err.msg}") from err
-            items.append(_item_from_record(record, len(items), f"{path}: line {number}"))
+    items = [_item_from_record(record, path, where, i) for i, (where, record) in enumerate(read_records(path))]
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         if item["id"] in seen:
-            raise DatasetFormatError(f"{path}: record {i}: key 'id': '{item['id']}' repeats record {seen[item['id']]}")
+            raise FormatError(path, f"{item['id']!r} repeats record {seen[item['id']]}", where=f"record {i}", key="id")
         seen[item["id"]] = i
     return items
 
@@ -208,12 +167,11 @@ def _report_path(out: Path) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    items = read_items(args.input)
     try:
-        items = read_items(args.input)
         lines, reports = generate_text_negatives(items, args.num, kinds, args.seed, args.backend)
-    except (DatasetFormatError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # unknown kinds or a negative --num: a bad command line
+        raise InputError(str(err)) from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))

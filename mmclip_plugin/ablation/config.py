@@ -19,6 +19,7 @@ from mmgeolm_core.config import (
     load_yaml_mapping,
     merge_dicts,
 )
+from mmgeolm_core.resources import resolve_shipped
 
 MATCH_MODES = ("images", "steps")
 
@@ -126,6 +127,7 @@ def load_ablation(path: str | os.PathLike) -> AblationConfig:
     Raises:
         ConfigError: unreadable YAML, unknown key, wrong type or invalid value (naming the file and key).
     """
+    path = resolve_shipped("mmclip-config", path)
     raw = load_yaml_mapping(path, "ablation recipe")
     cfg = build_config(AblationConfig, raw, str(path), internal={"source": str(path)})
     cfg.base_config()  # fail now, not after building data, on a bad base or train override

@@ -38,6 +38,7 @@ from mmclip_plugin.ablation.arms import Arm, get_arm
 from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step
 from mmclip_plugin.ablation.report import format_table, summarise_seeds
 from mmclip_plugin.config import TrainConfig, build_config, config_to_dict, merge_dicts
+from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 
 def prepare_data(ablation: AblationConfig, out: Path) -> Path:
@@ -165,9 +166,10 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
     ``left_out``: held-out samples not evaluated because their picture is in train (recorded).
     """
     from mmclip_plugin.checkpoint import find_latest
-    from mmclip_plugin.evaluate import EvalConfig, evaluate_model, resolve_device
+    from mmclip_plugin.distributed import resolve_device
+    from mmclip_plugin.evaluate import EvalConfig, evaluate_model
     from mmclip_plugin.model import is_checkpoint_dir, load_checkpoint
-    from mmclip_plugin.train import train, write_json
+    from mmclip_plugin.train import train
 
     arm_dir = out / "arms" / arm.name / f"seed_{seed}"
     eval_file = arm_dir / "eval.json"
@@ -189,7 +191,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
     result = evaluate_model(model, samples, eval_cfg)
     result.update(checkpoint=str(model_dir), split=ablation.eval_split, left_out_seen_in_train=left_out, **info)
     arm_dir.mkdir(parents=True, exist_ok=True)
-    write_json(eval_file, result)
+    atomic_write_json(eval_file, result)
     return result
 
 
@@ -202,7 +204,6 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
     import json
 
     from mmclip_plugin.plots import plot_results
-    from mmclip_plugin.train import _atomic_write_text, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +226,7 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
             per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress, start,
                                               leaked)
     results = {name: summarise_seeds(runs) for name, runs in per_arm.items()}
-    write_json(out / "ablation.json", results)
-    _atomic_write_text(out / "ablation.md", format_table(ablation, results))
+    atomic_write_json(out / "ablation.json", results)
+    atomic_write_text(out / "ablation.md", format_table(ablation, results))
     plot_results(results, out / "ablation.png", title=f"{ablation.name}: held-out {ablation.eval_split} split")
     return results

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,7 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir
+from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir, is_checkpoint_dir
+from mmclip_plugin.tower.timm_vit import register_timm_name, register_timm_names
+
+logger = logging.getLogger(__name__)
 
 MMCLIP_PREFIX = "mmclip"
 CHECKPOINT_ENV = "MMCLIP_CHECKPOINT"
@@ -49,7 +53,9 @@ def resolve_checkpoint(name: str) -> Path:
 
     ``mmclip:<dir>`` names the directory itself (``~`` expanded; relative paths are taken from the
     current directory, so store absolute ones in LLaVA configs). Bare ``mmclip`` reads
-    ``$MMCLIP_CHECKPOINT``, else the ``checkpoint`` key of :func:`default_config_file`.
+    ``$MMCLIP_CHECKPOINT``, else the ``checkpoint`` key of :func:`default_config_file`. The directory
+    may also be an ``mmclip-train`` output directory: its ``final/`` is used, else its newest
+    checkpoint, and the choice is logged (see :func:`mmclip_plugin.checkpoint.resolve_model_dir`).
 
     Raises:
         ValueError: not an mmclip name, an empty path, or a malformed config file.
@@ -66,7 +72,15 @@ def resolve_checkpoint(name: str) -> Path:
             raise ValueError(f"tower name {name!r} has an empty checkpoint path; expected 'mmclip:<checkpoint dir>'")
         path = Path(raw).expanduser()
     # absolute now, so a later change of directory cannot change which checkpoint load_model() reads
-    return check_checkpoint_dir(path).absolute()
+    path = path.absolute()
+    if not is_checkpoint_dir(path):
+        from mmclip_plugin.checkpoint import resolve_model_dir
+
+        chosen = resolve_model_dir(path)
+        if chosen != path:
+            logger.info("vision tower %s: %s is a training run; using %s", name, path, chosen)
+        path = chosen
+    return check_checkpoint_dir(path)
 
 
 def _default_checkpoint() -> Path:
@@ -126,10 +140,10 @@ class MMCLIPVisionConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"{self.checkpoint}: backend {self.backend!r}; expected one of {list(BACKENDS)}")
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"{self.checkpoint}: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+        # A patch grid that does not tile the image drops the remainder, as the convolution does (SigLIP
+        # so400m: 384 px / 14 px patches -> 27 x 27 = 729 patches), so any sizes with one patch fit.
+        if self.patch_size > self.image_size:
+            raise ValueError(f"{self.checkpoint}: patch_size {self.patch_size} > image_size {self.image_size}")
 
     @property
     def is_conv(self) -> bool:
@@ -153,11 +167,7 @@ class MMCLIPVisionConfig:
         return index
 
     def for_hidden_state(self, index: int) -> MMCLIPVisionConfig:
-        """The geometry LLaVA sees when it takes hidden state ``index`` (a conv stage's channels and stride).
-
-        Raises:
-            ValueError: the image size is not a multiple of that stage's stride.
-        """
+        """The geometry LLaVA sees when it takes hidden state ``index`` (a conv stage's channels and stride)."""
         if not self.is_conv:
             return self
         return replace(self, hidden_size=self.feature_channels[index], patch_size=self.feature_reductions[index])
@@ -216,6 +226,7 @@ def _square(value: Any, where: Path, key: str) -> int:
 def _timm_config(path: Path, timm_name: str, image_size: int) -> MMCLIPVisionConfig:
     import timm
 
+    register_timm_name(timm_name)
     with torch.device("meta"):
         try:
             trunk = timm.create_model(timm_name, pretrained=False, weight_init="skip")
@@ -301,6 +312,7 @@ def load_visual(checkpoint: str | os.PathLike, device: str | torch.device = "cpu
     model_cfg = cfg["model_cfg"]
     if not isinstance(model_cfg.get("vision_cfg"), dict):
         raise ValueError(f"{path / OPEN_CLIP_CONFIG}: model_cfg has no 'vision_cfg'; there is no image tower to load")
+    register_timm_names(model_cfg)
     preprocess_cfg = dict(cfg.get("preprocess_cfg") or {})
     preprocess_cfg.setdefault("size", model_cfg["vision_cfg"].get("image_size", 224))
     weights = path / WEIGHTS_FILE

@@ -62,7 +62,3 @@ def annotate_angle(scene: Scene, a: str, v: str, c: str, value: float, facts: li
     scene.add("angle_label", a, v, c, value=float(value))
     facts.append(f"angle({a}{v}{c})={format_number(value)}")
 
-
-def nice_length(rng: np.random.Generator, lo: int, hi: int) -> int:
-    """An integer length in [lo, hi]."""
-    return int(rng.integers(lo, hi + 1))
