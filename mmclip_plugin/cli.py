@@ -116,6 +116,8 @@ def build_ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="output directory (resumed when it exists)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms (default: the recipe's)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="override the recipe's seeds")
+    parser.add_argument("--data", metavar="DIR", help="an existing data-set directory instead of the recipe's "
+                        "data / data_recipe (the pipeline passes its own)")
     parser.add_argument("--list-arms", action="store_true", help="print the registered arms and exit")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return parser
@@ -138,6 +140,10 @@ def run_ablate(args: argparse.Namespace) -> int:
         ablation.arms = [get_arm(a).name for a in args.arms]
     if args.seeds:
         ablation.seeds = list(dict.fromkeys(args.seeds))
+    if args.data:
+        if not Path(args.data, "samples.jsonl").is_file():
+            raise InputError(f"--data {args.data}: not a data set (no samples.jsonl); build one with mmgeolm-data build")
+        ablation.data, ablation.data_recipe = str(Path(args.data).resolve()), None
     run_ablation(ablation, args.out, progress=not args.no_progress)
     print(read_text(Path(args.out, "ablation.md")), end="")
     return 0

@@ -72,28 +72,32 @@ def write_disjoint_pool(pool: Path, data: Path, folder: Path) -> dict[str, int]:
 
     Low-freedom families (squares, regular polygons) come out pixel-identical from different seeds, so a
     pool built with another seed still shares some pictures with the data; those samples are left out.
-    Image paths are written absolute (the pool's images stay where they are).
+    The pictures stay where they are: ``folder/images`` links to the pool's ``images/``.
     """
     import json
 
-    from mmclip_plugin.data import read_samples
     from mmclip_plugin.overlap import file_digest, image_digests
-    from mmgeolm_core.io import atomic_write_text
+    from mmgeolm_core.io import iter_jsonl
 
     seen = image_digests(data, ("train", "dev", "val"))
-    kept, dropped = [], 0
-    samples, _ = read_samples(pool, split="train")
-    for sample in samples:
-        if file_digest(sample.image) in seen:
-            dropped += 1
+    kept, total = [], 0
+    for _, record in iter_jsonl(pool / "samples.jsonl"):
+        if record.get("split", "train") != "train":
             continue
-        kept.append({"id": sample.id, "image": sample.image, "caption": sample.caption, "split": "train",
-                     "negatives": [], "text_negatives": []})
+        total += 1
+        if file_digest(str(pool / record["image"])) in seen:
+            continue
+        # the pool's own record; in-batch training reads no negative
+        kept.append({**record, "script": None, "negatives": [], "text_negatives": []})
+    dropped = total - len(kept)
     if not kept:
         raise ValueError(f"every image of the pretraining pool {pool} also appears in {data}")
     folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "images"
+    if not link.exists():
+        link.symlink_to((pool / "images").resolve(), target_is_directory=True)
     atomic_write_text(folder / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    return {"pool_samples": len(samples), "kept": len(kept), "dropped_shared_with_data": dropped}
+    return {"pool_samples": total, "kept": len(kept), "dropped_shared_with_data": dropped}
 
 
 def prepare_pretrained(ablation: AblationConfig, base: TrainConfig, data: Path, out: Path,
@@ -105,7 +109,7 @@ def prepare_pretrained(ablation: AblationConfig, base: TrainConfig, data: Path, 
     from mmclip_plugin.ablation.config import pretrain_config
     from mmclip_plugin.checkpoint import find_latest
     from mmclip_plugin.model import is_checkpoint_dir
-    from mmclip_plugin.train import train, write_json
+    from mmclip_plugin.train import train
 
     pre = ablation.pretrain
     if not pre.enabled:
@@ -121,7 +125,7 @@ def prepare_pretrained(ablation: AblationConfig, base: TrainConfig, data: Path, 
     overlap = write_disjoint_pool(pool, data, folder / "pool")
     start = time.perf_counter()
     train(cfg, resume="latest" if find_latest(cfg.output_dir) is not None else None)
-    write_json(folder / "pretrain.json", {"pool": str(pool), "steps": cfg.steps, "seed": cfg.seed,
+    atomic_write_json(folder / "pretrain.json", {"pool": str(pool), "steps": cfg.steps, "seed": cfg.seed,
                                           "images": cfg.steps * images_per_step(cfg), "overlap": overlap,
                                           "train_seconds": round(time.perf_counter() - start, 1)})
     return final
