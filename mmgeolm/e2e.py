@@ -54,7 +54,7 @@ def e2e_commands(recipe: PipelineRecipe, run: RunLayout) -> list[list[str]]:
     cmds: list[list[str]] = []
     if not _done(probe / "probe.jsonl"):
         cmd = [_console("mmgeolm-data"), "probe-set", "--out", str(probe), "--num", str(cfg.probe),
-               "--seed", str(recipe.seed), "--size", str(cfg.probe_size), "--relations", *cfg.relations,
+               "--seed", str(recipe.seed if cfg.probe_seed is None else cfg.probe_seed), "--size", str(cfg.probe_size), "--relations", *cfg.relations,
                "--kinds", *cfg.kinds, "-q"]
         cmds.append(cmd + (["--letter-free"] if cfg.letter_free else []))
     main_tower = llava_tower(recipe, run)

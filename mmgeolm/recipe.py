@@ -153,7 +153,8 @@ class E2ESection:
         in_batch: the arm fine-tuned with random in-batch negatives only.
         hard_negatives: the arm fine-tuned with hard negatives (the paper's best: hard-negative batches).
         seeds: LLaVA seeds; seed ``s`` takes each arm's seed-``s`` encoder (the ablation must run them).
-        probe: pairs to make, from the run's seed on the probe's own seed stream.
+        probe: pairs to make, on the probe's own seed stream (no data build draws from it).
+        probe_seed: the probe's seed (None: the run's). Choose settings on one probe seed, report another.
         probe_size: probe image side in pixels.
         relations: relations asked about (``groundable``: visible without reading letters).
         kinds: question kinds (``yes_no``; ``value`` questions need reading numbers).
@@ -168,6 +169,7 @@ class E2ESection:
     hard_negatives: str = "all_hard_batches"
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     probe: int = 100
+    probe_seed: int | None = None
     probe_size: int = 96
     relations: list[str] = field(default_factory=lambda: ["groundable"])
     kinds: list[str] = field(default_factory=lambda: ["yes_no"])
@@ -180,6 +182,8 @@ class E2ESection:
               "a non-empty list of distinct integers", self.seeds)
         check_number(self.max_new_tokens, "max_new_tokens", ge=1, integer=True)
         check_number(self.probe, "probe", ge=1, integer=True)
+        if self.probe_seed is not None:
+            check_number(self.probe_seed, "probe_seed", ge=0, integer=True)
         check_number(self.probe_size, "probe_size", ge=32, integer=True)
         check_number(self.bootstrap, "bootstrap", ge=100, integer=True)
         check(bool(self.kinds) and set(self.kinds) <= {"yes_no", "value"}, "kinds", "yes_no and/or value", self.kinds)

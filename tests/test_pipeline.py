@@ -196,7 +196,7 @@ def test_from_needs_the_earlier_stages_done(tmp_path: Path, capsys: pytest.Captu
     run = tmp_path / "run"
     assert cli.main(["run", "demo-cpu", "--out", str(run), "--from", "eval"]) == 2
     err = capsys.readouterr().err
-    assert "earlier stage(s) data, mmclip, ablation have not finished" in err and "start from data" in err
+    assert "earlier stage(s) data, ablation have not finished" in err and "start from data" in err
     assert not (run / "eval").exists()
 
 
@@ -262,17 +262,22 @@ def test_bad_data_recipe_fails_before_any_stage_runs(tmp_path: Path, capsys: pyt
 @pytest.mark.slow
 def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     demo = yaml.safe_load((shipped_dir("pipeline-recipe") / "demo-cpu.yaml").read_text())
-    demo["data"].update(recipe="tiny", num=12, workers=1)
-    demo["mmclip"]["overrides"] = ["steps=4", "save_every=2", "log_every=1", "data.batch_size=4"]
+    data = yaml.safe_load((shipped_dir("pipeline-recipe") / "data" / "demo-cpu.yaml").read_text())
+    demo["data"].update(recipe=str(_write(tmp_path / "data.yaml", data)), num=40, workers=1)
     demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["llava"]["stage2"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["questions"] = {"num": 4, "max_new_tokens": 3}
+    for key in ("geoqa", "mathvista", "wemath", "mmmath"):
+        demo["bench"][key] = None
+    demo["bench"]["probe"] = 2
+    demo["e2e"].update(probe=4, bootstrap=100)
     ablation = yaml.safe_load(ABLATION_CPU.read_text())
-    ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]), arms=["no_finetune", "in_batch", "image"], seeds=[0])
+    ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]))
     ablation["train"].update(steps=2, log_every=1)
     ablation["train"]["data"]["batch_size"] = 4
-    ablation["data_recipe"].update(num=16)
-    demo["ablation"] = {"enabled": True, "recipe": str(_write(tmp_path / "micro-ablation.yaml", ablation))}
+    ablation["pretrain"].update(steps=2)
+    ablation["pretrain"]["data_recipe"].update(num=20)
+    demo["ablation"].update(recipe=str(_write(tmp_path / "micro-ablation.yaml", ablation)))
     recipe, run = _write(tmp_path / "micro.yaml", demo), tmp_path / "run"
     assert cli.main(["run", str(recipe), "--out", str(run)]) == 0
     for stage in build_stages(load_recipe(recipe), run):
@@ -281,5 +286,9 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     assert score["all"]["n"] == len((run / "llava_data" / "questions.jsonl").read_text().splitlines())
     report = (run / "report" / "report.md").read_text()
     assert "Held-out geometry questions" in report and (run / "report" / "report.html").is_file()
-    assert set(json.loads((run / "ablation" / "ablation.json").read_text())) == {"no_finetune", "in_batch", "image"}
-    assert "## Ablation: which negatives help" in report and "`image`" in report
+    assert set(json.loads((run / "ablation" / "ablation.json").read_text())) == set(demo["ablation"]["arms"])
+    assert "## Ablation: which negatives help" in report and "The paper's headline in miniature" in report
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    e2e = json.loads((run / "e2e" / "e2e.json").read_text())
+    assert summary["e2e"]["hard_negatives"] == e2e["rows"]["hard_negatives"]["paired"]["mean"]
+    assert summary["e2e"]["seeds"] == 2 and summary["tower"]["chance"] > 0
