@@ -20,7 +20,7 @@ paired score (``blind_guess``) is the share of pairs whose two answers agree: 0 
 way; answering yes/no by coin flip scores 0.25. Pairs whose picture also appears in the data's train
 split (the engine draws some identical pictures from different seeds) are left out and counted.
 
-    python -m mmgeolm.e2e --e2e RUN/e2e --data RUN/data/dataset --row original=no_finetune ... --seeds 0 1
+    python -m mmgeolm.e2e summarize --e2e RUN/e2e --data RUN/data/dataset --row original=no_finetune ... --seeds 0 1
 """
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ import numpy as np
 from mmgeolm.recipe import E2E_ROWS, PipelineRecipe
 from mmgeolm.run_layout import RunLayout
 from mmgeolm.stages import python_module
-from mmgeolm_core.io import atomic_write_json, iter_jsonl
+from mmgeolm_core.io import atomic_write_json, iter_jsonl, read_json
 
 METRIC = "paired yes/no accuracy"
+PLAN_FILE = "plan.json"
 CHANCE_YES_NO_PAIRED = 0.25  # two fair coin flips both right
 
 
@@ -46,18 +47,38 @@ def _done(path: Path) -> bool:
 
 
 def e2e_commands(recipe: PipelineRecipe, run: RunLayout) -> list[list[str]]:
-    """The ``e2e`` stage's commands, leaving out the parts a previous (interrupted) run finished."""
-    from mmgeolm.pipeline import _console, llava_command, llava_tower, llava_train_args
+    """The ``e2e`` stage's commands: the probe set, the runs' chains (``plan.json``, ``e2e.jobs`` at a time)
+    and the summary, leaving out the parts a previous (interrupted) run finished."""
+    from mmgeolm.pipeline import _console
 
-    cfg, llava = recipe.e2e, recipe.llava
+    cfg = recipe.e2e
     probe = run.e2e_probe
     cmds: list[list[str]] = []
     if not _done(probe / "probe.jsonl"):
+        seed = recipe.seed if cfg.probe_seed is None else cfg.probe_seed
         cmd = [_console("mmgeolm-data"), "probe-set", "--out", str(probe), "--num", str(cfg.probe),
-               "--seed", str(recipe.seed if cfg.probe_seed is None else cfg.probe_seed), "--size", str(cfg.probe_size), "--relations", *cfg.relations,
+               "--seed", str(seed), "--size", str(cfg.probe_size), "--relations", *cfg.relations,
                "--kinds", *cfg.kinds, "-q"]
         cmds.append(cmd + (["--letter-free"] if cfg.letter_free else []))
+    chains = e2e_chains(recipe, run)
+    if chains:
+        run.e2e.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.e2e / PLAN_FILE, chains)
+        cmds.append(python_module("mmgeolm.e2e", "run-plan", run.e2e / PLAN_FILE, "--jobs", cfg.jobs))
+    rows = [f"{row}={arm}" for row, arm in cfg.arms.items()]
+    cmds.append(python_module("mmgeolm.e2e", "summarize", "--e2e", run.e2e, "--data", run.dataset, "--row", *rows,
+                              "--seeds", *cfg.seeds, "--bootstrap", cfg.bootstrap, "--seed", recipe.seed))
+    return cmds
+
+
+def e2e_chains(recipe: PipelineRecipe, run: RunLayout) -> list[dict[str, Any]]:
+    """One chain per unfinished (row, seed): LLaVA stages 1 and 2 with the row's tower, then the probe answered
+    and scored. A chain's commands run in order; chains are independent of each other."""
+    from mmgeolm.pipeline import _console, llava_command, llava_tower, llava_train_args
+
+    cfg, llava = recipe.e2e, recipe.llava
     main_tower = llava_tower(recipe, run)
+    chains = []
     for row, arm in cfg.arms.items():
         for seed in cfg.seeds:
             folder = run.e2e_run(row, seed)
@@ -65,6 +86,7 @@ def e2e_commands(recipe: PipelineRecipe, run: RunLayout) -> list[list[str]]:
             if _done(answers / "results.jsonl"):
                 continue
             tower = run.ablation_encoder(arm, seed)
+            cmds: list[list[str]] = []
             if tower == main_tower and seed == recipe.seed and _done(run.llava_model(2) / "trainer_state.json"):
                 model = run.llava_model(2)  # the main chain trained exactly this run
             else:
@@ -77,14 +99,56 @@ def e2e_commands(recipe: PipelineRecipe, run: RunLayout) -> list[list[str]]:
                     cmds.append(llava_command(recipe, llava_train_args(
                         recipe, run, llava.stage2, model, False, tower=tower, seed=seed, projector=projector)))
             cmds.append([_console("mmgeolm-bench"), "generate", "probe", "--model-path", str(model),
-                         "--questions", str(probe), "--out", str(answers), "--conv-mode", llava.version,
+                         "--questions", str(run.e2e_probe), "--out", str(answers), "--conv-mode", llava.version,
                          "--batch-size", "16", "--max-new-tokens", str(cfg.max_new_tokens), "-q"])
-            cmds.append([_console("mmgeolm-bench"), "score", "probe", "--questions", str(probe), "--predictions",
-                         str(answers / "predictions.jsonl"), "--out", str(answers), "--mode", "robust", "-q"])
-    rows = [f"{row}={arm}" for row, arm in cfg.arms.items()]
-    cmds.append(python_module("mmgeolm.e2e", "--e2e", run.e2e, "--data", run.dataset, "--row", *rows,
-                              "--seeds", *cfg.seeds, "--bootstrap", cfg.bootstrap, "--seed", recipe.seed))
-    return cmds
+            cmds.append([_console("mmgeolm-bench"), "score", "probe", "--questions", str(run.e2e_probe),
+                         "--predictions", str(answers / "predictions.jsonl"), "--out", str(answers), "--mode",
+                         "robust", "-q"])
+            chains.append({"name": f"{row}/seed_{seed}", "log": str(folder / "chain.log"),
+                           "commands": [list(map(str, c)) for c in cmds]})
+    return chains
+
+
+def run_plan(plan: Path, jobs: int = 1) -> None:
+    """Run the chains of ``plan`` (a JSON list of ``{"name", "log", "commands"}``), ``jobs`` chains at a time.
+
+    Each chain's commands run in order, their output appended to the chain's log. With several jobs every
+    process gets one intra-op thread: on a small CPU two single-threaded trainings side by side finish
+    sooner than two multi-threaded ones in turn (tiny matrices do not split well across cores).
+
+    Raises:
+        JobError: a chain failed (every chain still runs to its end); the message names each failed chain,
+            its command and the last lines of its log.
+    """
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmgeolm_core.errors import JobError
+
+    chains = read_json(plan)
+    env = dict(os.environ)
+    if jobs > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def run_chain(chain: dict[str, Any]) -> str | None:
+        log_path = Path(chain["log"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            for argv in chain["commands"]:
+                log.write(f"\n$ {' '.join(argv)}\n")
+                log.flush()
+                code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+                if code != 0:
+                    tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+                    return f"{chain['name']}: exit code {code} running {' '.join(argv)}\n" + "\n".join(tail)
+        print(f"e2e run {chain['name']}: done (log: {log_path})", flush=True)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        failures = [f for f in pool.map(run_chain, chains) if f]
+    if failures:
+        raise JobError(f"{len(failures)} of {len(chains)} end-to-end runs failed:\n" + "\n\n".join(failures))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -204,13 +268,22 @@ def summarize(e2e: Path, data: Path, rows: Mapping[str, str], seeds: Sequence[in
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmgeolm.e2e", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--e2e", required=True, type=Path, help="the e2e stage folder (probe/, <row>/seed_<s>/)")
-    parser.add_argument("--data", required=True, type=Path, help="the run's data set (its train split is checked)")
-    parser.add_argument("--row", nargs="+", required=True, metavar="ROW=ARM", help=f"rows in order, e.g. {E2E_ROWS[0]}=no_finetune")
-    parser.add_argument("--seeds", nargs="+", type=int, required=True)
-    parser.add_argument("--bootstrap", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("run-plan", help="run the chains of a plan.json, several at a time")
+    plan.add_argument("plan", type=Path)
+    plan.add_argument("--jobs", type=int, default=1)
+    summary = sub.add_parser("summarize", help="e2e.json from the runs' scored answers")
+    summary.add_argument("--e2e", required=True, type=Path, help="the e2e stage folder (probe/, <row>/seed_<s>/)")
+    summary.add_argument("--data", required=True, type=Path, help="the run's data set (its train split is checked)")
+    summary.add_argument("--row", nargs="+", required=True, metavar="ROW=ARM",
+                         help=f"rows in order, e.g. {E2E_ROWS[0]}=no_finetune")
+    summary.add_argument("--seeds", nargs="+", type=int, required=True)
+    summary.add_argument("--bootstrap", type=int, default=2000)
+    summary.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     args = parser.parse_args(argv)
+    if args.command == "run-plan":
+        run_plan(args.plan, args.jobs)
+        return 0
     rows = dict(r.split("=", 1) for r in args.row)
     result = summarize(args.e2e, args.data, rows, args.seeds, args.bootstrap, args.seed)
     atomic_write_json(args.e2e / "e2e.json", result)

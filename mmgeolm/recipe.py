@@ -160,6 +160,7 @@ class E2ESection:
         kinds: question kinds (``yes_no``; ``value`` questions need reading numbers).
         letter_free: only pairs answerable without reading vertex letters.
         max_new_tokens: tokens generated per answer (the scorer reads the first word).
+        jobs: runs trained side by side (one intra-op thread each when > 1).
         bootstrap: resamples of the pairs for the confidence intervals.
     """
 
@@ -176,11 +177,13 @@ class E2ESection:
     letter_free: bool = True
     max_new_tokens: int = 4
     bootstrap: int = 2000
+    jobs: int = 2
 
     def __post_init__(self) -> None:
         check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
               "a non-empty list of distinct integers", self.seeds)
         check_number(self.max_new_tokens, "max_new_tokens", ge=1, integer=True)
+        check_number(self.jobs, "jobs", ge=1, integer=True)
         check_number(self.probe, "probe", ge=1, integer=True)
         if self.probe_seed is not None:
             check_number(self.probe_seed, "probe_seed", ge=0, integer=True)

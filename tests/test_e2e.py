@@ -125,7 +125,7 @@ def test_summarize_needs_every_run(e2e_run) -> None:
 def test_main_writes_e2e_json(e2e_run, capsys: pytest.CaptureFixture[str]) -> None:
     folder, data, _ = e2e_run
     rows = [f"{k}={v}" for k, v in ROWS.items()]
-    assert e2e.main(["--e2e", str(folder), "--data", str(data), "--row", *rows, "--seeds", "0", "1",
+    assert e2e.main(["summarize", "--e2e", str(folder), "--data", str(data), "--row", *rows, "--seeds", "0", "1",
                      "--bootstrap", "200"]) == 0
     written = json.loads((folder / "e2e.json").read_text())
     assert written["rows"]["hard_negatives"]["paired"]["mean"] == pytest.approx(0.5)
@@ -154,7 +154,12 @@ def test_commands_train_each_row_and_seed_with_its_tower_and_reuse_the_main_chai
     (run.llava_model(2) / "trainer_state.json").write_text("{}")
     cmds = e2e.e2e_commands(recipe, run)
     assert cmds[0][1] == "probe-set" and "--letter-free" in cmds[0] and cmds[0][cmds[0].index("--num") + 1] == "150"
-    trains = [c for c in cmds if "--vision_tower" in c]
+    assert cmds[0][cmds[0].index("--seed") + 1] == "1"  # the demo reports on probe seed 1
+    assert cmds[1][2:4] == ["mmgeolm.e2e", "run-plan"] and cmds[1][-2:] == ["--jobs", "2"]
+    assert cmds[2][2:4] == ["mmgeolm.e2e", "summarize"]
+    chains = json.loads((run.e2e / e2e.PLAN_FILE).read_text())
+    assert [c["name"] for c in chains] == [f"{row}/seed_{s}" for row in ROWS for s in (0, 1)]
+    trains = [c for chain in chains for c in chain["commands"] if "--vision_tower" in c]
     towers = {(c[c.index("--vision_tower") + 1], c[c.index("--seed") + 1], c[c.index("--version") + 1]) for c in trains}
     start = f"mmclip:{run.ablation / 'pretrain' / 'train' / 'final'}"
     assert (start, "0", "plain") in towers and (start, "1", recipe.llava.version) in towers
@@ -162,19 +167,41 @@ def test_commands_train_each_row_and_seed_with_its_tower_and_reuse_the_main_chai
     hard0 = f"mmclip:{run.ablation_encoder('all_hard_batches', 0)}"
     assert not any(t[0] == hard0 for t in towers)  # the main chain trained it already
     assert len(trains) == 2 * 5  # stages 1 and 2 of the five other runs
-    generated = [c[c.index("--model-path") + 1] for c in cmds if "generate" in c]
-    assert str(run.llava_model(2)) in generated and len(generated) == 6
+    reused = chains[4]["commands"]  # hard_negatives, seed 0: answer with the main chain's model
+    assert len(reused) == 2 and reused[0][reused[0].index("--model-path") + 1] == str(run.llava_model(2))
     stage2 = next(c for c in trains if c[c.index("--version") + 1] != "plain" and "seed_1" in c[c.index("--output_dir") + 1])
     projector = stage2[stage2.index("--pretrain_mm_mlp_adapter") + 1]
     assert projector.startswith(str(Path(stage2[stage2.index("--output_dir") + 1]).parent))  # its own stage 1
-    assert cmds[-1][2] == "mmgeolm.e2e"
     # a finished run is not run again
     for row in ROWS:
         for seed in (0, 1):
             _jsonl(run.e2e_run(row, seed) / "probe" / "results.jsonl", [])
-    (run.e2e_probe).mkdir(parents=True, exist_ok=True)
+    run.e2e_probe.mkdir(parents=True, exist_ok=True)
     (run.e2e_probe / "probe.jsonl").write_text("")
-    assert [c[2] for c in e2e.e2e_commands(recipe, run)] == ["mmgeolm.e2e"]
+    assert [c[3] for c in e2e.e2e_commands(recipe, run)] == ["summarize"]
+
+
+def test_run_plan_runs_every_chain_in_order_and_reports_failures(tmp_path: Path) -> None:
+    import sys
+
+    from mmgeolm_core.errors import JobError
+
+    def echo(text: str) -> list[str]:
+        return [sys.executable, "-c", f"import os; print({text!r}, os.environ['OMP_NUM_THREADS'])"]
+
+    chains = [{"name": f"c{i}", "log": str(tmp_path / f"c{i}.log"), "commands": [echo(f"{i}a"), echo(f"{i}b")]}
+              for i in range(3)]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(chains))
+    assert e2e.main(["run-plan", str(plan), "--jobs", "2"]) == 0
+    for i in range(3):
+        lines = [line for line in (tmp_path / f"c{i}.log").read_text().splitlines() if line and line[0] != "$"]
+        assert lines == [f"{i}a 1", f"{i}b 1"]
+    chains[1]["commands"] = [[sys.executable, "-c", "raise SystemExit(3)"], echo("never")]
+    plan.write_text(json.dumps(chains))
+    with pytest.raises(JobError, match="1 of 3 end-to-end runs failed:\nc1: exit code 3"):
+        e2e.run_plan(plan, jobs=2)
+    assert "never" not in (tmp_path / "c1.log").read_text()
 
 
 @pytest.mark.parametrize(("changes", "needle"), [
@@ -205,7 +232,7 @@ def test_summary_has_the_contract_keys_with_the_run_numbers(e2e_run, tmp_path: P
     run.ablation.mkdir(parents=True)
     (run.ablation / "ablation.json").write_text(json.dumps(
         {"no_finetune": _arm(0.5, 0.2), "in_batch": _arm(0.55, 0.22), "all_hard_batches": _arm(0.62, 0.4)}))
-    assert e2e.main(["--e2e", str(folder), "--data", str(data), "--row", *[f"{k}={v}" for k, v in ROWS.items()],
+    assert e2e.main(["summarize", "--e2e", str(folder), "--data", str(data), "--row", *[f"{k}={v}" for k, v in ROWS.items()],
                      "--seeds", "0", "1", "--bootstrap", "200"]) == 0
     build_report(run.root)
     summary = json.loads(run.summary.read_text())
