@@ -142,7 +142,7 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     def ablation(folder: Path) -> list[list[str]]:
         # the run's own data set: the towers LLaVA takes from here have seen its train split only
         cmd = [_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder), "--data", str(data_dir),
-               "--no-progress"]
+               "--no-progress", "--jobs", str(recipe.ablation.jobs)]
         if recipe.ablation.arms:
             cmd += ["--arms", *recipe.ablation.arms]
         if recipe.ablation.seeds:
@@ -157,7 +157,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
 
     def llava_data(folder: Path) -> list[list[str]]:
         cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
-                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed)]]
+                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed),
+                 "--stage2", recipe.llava.stage2_data]]
         if recipe.llava.llm == "tiny":
             cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
                                       folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))

@@ -70,15 +70,17 @@ class Toggle:
 class AblationSection:
     """The ablation of negative types (``mmclip-ablate`` on the run's data set).
 
-    ``arms`` / ``seeds`` override the ablation recipe's (None: the recipe's own).
+    ``arms`` / ``seeds`` override the ablation recipe's (None: the recipe's own); ``jobs`` runs side by side.
     """
 
     enabled: bool = False
     recipe: str = "ablation-cpu"
     arms: list[str] | None = None
     seeds: list[int] | None = None
+    jobs: int = 1
 
     def __post_init__(self) -> None:
+        check_number(self.jobs, "jobs", ge=1, integer=True)
         if self.seeds is not None:
             check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
                   "a non-empty list of distinct integers", self.seeds)
@@ -120,12 +122,15 @@ class LlavaSection:
 
     ``tower``: ``mmclip`` (the mmclip stage's trained encoder) or ``ablation:<arm>`` (that ablation arm's
     encoder for the run's seed; ``ablation:no_finetune`` is the arms' common start).
+    ``stage2_data``: ``all`` (captions and every fact question of the train split) or ``paired-yes-no``
+    (yes/no questions only, each asked on a positive and on its image negative with opposite answers).
     """
 
     enabled: bool = True
     llm: str = "tiny"  # "tiny": a small random Llama built locally; else a model path or hub name
     version: str = "v1"
     tower: str = "mmclip"
+    stage2_data: str = "all"
     deepspeed: str | None = None
     launcher: list[str] = field(default_factory=list)  # e.g. [deepspeed, --hostfile, hosts, --module]
     entry: str = "llava_patches.train"
@@ -137,6 +142,7 @@ class LlavaSection:
     def __post_init__(self) -> None:
         check(bool(self.llm), "llm", "'tiny' or a model path or hub name", self.llm)
         check_number(self.max_length, "max_length", ge=8, integer=True)
+        check(self.stage2_data in ("all", "paired-yes-no"), "stage2_data", "all or paired-yes-no", self.stage2_data)
         check(self.tower == "mmclip" or (self.tower.startswith(ABLATION_TOWER) and len(self.tower) > len(ABLATION_TOWER)),
               "tower", "'mmclip' or 'ablation:<arm>'", self.tower)
 

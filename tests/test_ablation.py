@@ -171,6 +171,21 @@ def test_pretrained_start_is_shared_disjoint_from_the_data_and_held_out_leaks_ar
     assert "1 of 3 samples left out" in capsys.readouterr().err
 
 
+def test_runs_side_by_side_give_the_same_arms_and_files(tmp_path, capsys):
+    data = make_dataset_dir(tmp_path / "data", n=8, k_images=2, k_texts=2, val=3)
+    recipe = _recipe(tmp_path, data, ["no_finetune", "in_batch", "image"], seeds=[0, 1])
+    assert ablate_main([str(recipe), "--out", str(tmp_path / "out"), "--no-progress", "--jobs", "2"]) == 0
+    assert "6 runs, 2 at a time" in capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert list(results) == ["no_finetune", "in_batch", "image"]
+    for arm in ("in_batch", "image"):
+        assert results[arm]["seeds"] == [0, 1] and set(results[arm]["per_seed"]) == {"0", "1"}
+        for seed in (0, 1):
+            assert (tmp_path / "out" / "arms" / arm / f"seed_{seed}" / "train" / "final").is_dir()
+    assert results["in_batch"]["steps"] == 12 and results["image"]["steps"] == 4
+    assert ablate_main([str(recipe), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2
+
+
 def test_cli_lists_arms_and_rejects_bad_arm(tmp_path, capsys):
     assert ablate_main(["x.yaml", "--out", str(tmp_path), "--list-arms"]) == 0
     assert "all_hard_batches" in capsys.readouterr().out

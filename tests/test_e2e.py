@@ -155,7 +155,7 @@ def test_commands_train_each_row_and_seed_with_its_tower_and_reuse_the_main_chai
     cmds = e2e.e2e_commands(recipe, run)
     assert cmds[0][1] == "probe-set" and "--letter-free" in cmds[0] and cmds[0][cmds[0].index("--num") + 1] == "150"
     assert cmds[0][cmds[0].index("--seed") + 1] == "1"  # the demo reports on probe seed 1
-    assert cmds[1][2:4] == ["mmgeolm.e2e", "run-plan"] and cmds[1][-2:] == ["--jobs", "2"]
+    assert cmds[1][2:4] == ["mmgeolm.e2e", "run-plan"] and cmds[1][-2:] == ["--jobs", "3"]
     assert cmds[2][2:4] == ["mmgeolm.e2e", "summarize"]
     chains = json.loads((run.e2e / e2e.PLAN_FILE).read_text())
     assert [c["name"] for c in chains] == [f"{row}/seed_{s}" for row in ROWS for s in (0, 1)]
