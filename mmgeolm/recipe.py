@@ -131,6 +131,7 @@ class LlavaSection:
     version: str = "v1"
     tower: str = "mmclip"
     stage2_data: str = "all"
+    dataloader_workers: int = 0  # image loading beside training: one worker hides it on a 2-core machine
     deepspeed: str | None = None
     launcher: list[str] = field(default_factory=list)  # e.g. [deepspeed, --hostfile, hosts, --module]
     entry: str = "llava_patches.train"
@@ -142,6 +143,7 @@ class LlavaSection:
     def __post_init__(self) -> None:
         check(bool(self.llm), "llm", "'tiny' or a model path or hub name", self.llm)
         check_number(self.max_length, "max_length", ge=8, integer=True)
+        check_number(self.dataloader_workers, "dataloader_workers", ge=0, integer=True)
         check(self.stage2_data in ("all", "paired-yes-no"), "stage2_data", "all or paired-yes-no", self.stage2_data)
         check(self.tower == "mmclip" or (self.tower.startswith(ABLATION_TOWER) and len(self.tower) > len(ABLATION_TOWER)),
               "tower", "'mmclip' or 'ablation:<arm>'", self.tower)
