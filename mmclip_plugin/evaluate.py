@@ -13,6 +13,8 @@ For every sample of a split of a data set (built by ``mmgeolm-data`` or in the r
 * **per perturbation type** (``per_type``): pairwise win rate of the positive against the negatives of
   that type (image negatives by ``type``; caption negatives of kind ``perturbation`` by the type of the
   image negative they describe); chance 0.5;
+* ``hits``: each t2i row's hit (0/1, in sample order) and each pair's, so that intervals can be
+  bootstrapped over the samples;
 * **per caption kind** (``per_kind``): i2t accuracy against the negatives of that kind only, and the
   pairwise win rate;
 * **retrieval** over the whole split: R@1 / R@5 image -> caption and caption -> image among all
@@ -230,6 +232,7 @@ def compute_metrics(
     t2i = _HardTally()
     i2t = _HardTally()
     pairs = {"both": [0, 0], "negative_caption": [0, 0]}
+    hits: dict[str, list[int]] = {"t2i_hard": [], "t2i_paired": []}  # per row, in order: for intervals
     per_type: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"t2i": [0, 0], "i2t": [0, 0]})
     per_kind: dict[str, _HardTally] = defaultdict(_HardTally)
     for n, s in enumerate(samples):
@@ -238,6 +241,7 @@ def compute_metrics(
             pos = float(t @ v)
             neg = [float(t @ img[img_row[x.image]]) for x in image_negs[n]]
             t2i.add(pos, neg)
+            hits["t2i_hard"].append(int(all(pos > x for x in neg)))
             for x, score in zip(image_negs[n], neg):
                 _win(per_type[x.type]["t2i"], pos > score)
                 if x.caption and x.caption != s.caption:  # the same pair seen from the negative's caption
@@ -245,6 +249,7 @@ def compute_metrics(
                     own = float(t_neg @ img[img_row[x.image]]) > float(t_neg @ v)
                     _win(pairs["negative_caption"], own)
                     _win(pairs["both"], own and pos > score)
+                    hits["t2i_paired"].append(int(own and pos > score))
                     _win(per_type[x.type].setdefault("paired", [0, 0]), own and pos > score)
         if text_negs[n]:
             pos = float(v @ t)
@@ -268,6 +273,7 @@ def compute_metrics(
         "i2t_hard_acc": i2t.acc,
         "t2i_hard_acc": t2i.acc,
         "t2i_paired_acc": _frac(pairs["both"]),
+        "hits": hits,
         "t2i_negative_caption_acc": _frac(pairs["negative_caption"]),
         "per_type": {
             name: {"t2i_acc": _frac(c["t2i"]), "t2i_n": c["t2i"][1], "i2t_acc": _frac(c["i2t"]), "i2t_n": c["i2t"][1],

@@ -189,6 +189,15 @@ def _interval(samples: np.ndarray) -> list[float]:
     return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
 
 
+def bootstrap_interval(values: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of the mean of ``values`` (seeds, items) over items resampled with replacement (the
+    same items for every seed of a draw: the seeds answered the same questions)."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng([seed, 0xB007])
+    picks = rng.integers(0, values.shape[1], size=(draws, values.shape[1]))
+    return _interval(values[:, picks].mean(axis=(0, 2)))
+
+
 def summarize(e2e: Path, data: Path, rows: Mapping[str, str], seeds: Sequence[int], bootstrap: int = 2000,
               seed: int = 0) -> dict[str, Any]:
     """Paired accuracy of every row (mean over seeds) with 95% bootstrap intervals over the pairs.

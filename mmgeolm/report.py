@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mmgeolm.report_e2e import e2e_section, tower_figures, write_summary  # noqa: E402
+from mmgeolm.report_e2e import e2e_section, encoder_interval, tower_figures, tower_result, write_summary  # noqa: E402
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
 from mmgeolm_core.io import atomic_write_text, atomic_write_with
@@ -313,7 +313,8 @@ def _headline(run: Path) -> list[str]:
                      + ", ".join(f"{name} {_pct(rows[name]['paired']['mean'])}" for name in rows)
                      + f"** (blind guess {_pct(e2e['blind_guess'])}; {e2e['pairs']} pairs x {len(e2e['seeds'])} "
                      f"seeds; intervals below). The tower LLaVA uses: caption → image among its hard negatives "
-                     f"{_pct(tower['val_t2i_hard'])} on val (chance {_pct(tower['chance'])}).")
+                     f"{_pct(tower['val_t2i_hard'])}{_interval_text(RunLayout(run))} on val "
+                     f"(chance {_pct(tower['chance'])}).")
     arms = _read_json(RunLayout(run).ablation / "ablation.json")
     if isinstance(arms, dict) and {"image", "in_batch"} <= set(arms):
         gain = 100 * (arms["image"]["t2i_hard_acc"] - arms["in_batch"]["t2i_hard_acc"])
@@ -321,6 +322,12 @@ def _headline(run: Path) -> list[str]:
                      f"over in-batch negatives alone ({_pct(arms['image']['t2i_hard_acc'])} vs "
                      f"{_pct(arms['in_batch']['t2i_hard_acc'])}, equal images).")
     return [*lines, ""] if lines else []
+
+
+def _interval_text(run: RunLayout) -> str:
+    result = tower_result(run)
+    interval = encoder_interval(result, "t2i_hard") if result else None
+    return "" if interval is None else f" [95% interval {_pct(interval[0])}, {_pct(interval[1])}]"
 
 
 def _bench_section(run: Path) -> list[str]:

@@ -38,16 +38,24 @@ def _recipe(run: RunLayout) -> dict[str, Any]:
     return (yaml.safe_load(run.recipe.read_text()) or {}) if run.recipe.is_file() else {}
 
 
-def tower_figures(run: RunLayout) -> dict[str, float] | None:
-    """``{"val_t2i_hard", "chance"}`` of the encoder the main LLaVA chain uses, or None when not measured."""
+def tower_result(run: RunLayout) -> dict[str, Any] | None:
+    """The val evaluation of the encoder the main LLaVA chain uses (an ablation arm's seed mean, or the
+    eval stage's), or None when it was not measured on val."""
     tower = (_recipe(run).get("llava") or {}).get("tower", "mmclip")
     if tower.startswith("ablation:"):
-        arm = tower.split(":", 1)[1]
-        result = (_json(run.ablation / "ablation.json") or {}).get(arm)
+        result = (_json(run.ablation / "ablation.json") or {}).get(tower.split(":", 1)[1])
     else:
         evaluation = _json(run.eval_json) or {}
         result = evaluation if "t2i_hard_acc" in evaluation else next(iter(evaluation.values()), None)
     if not result or result.get("split") not in (None, "val") or result.get("t2i_hard_acc") is None:
+        return None
+    return result
+
+
+def tower_figures(run: RunLayout) -> dict[str, float] | None:
+    """``{"val_t2i_hard", "chance"}`` of the encoder the main LLaVA chain uses, or None when not measured."""
+    result = tower_result(run)
+    if result is None:
         return None
     return {"val_t2i_hard": float(result["t2i_hard_acc"]), "chance": float(result["chance"]["t2i_hard_acc"])}
 
@@ -85,11 +93,28 @@ def _ci(estimate: dict[str, Any]) -> str:
     return f"{_pct(estimate['mean'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def encoder_interval(result: dict[str, Any], key: str) -> list[float] | None:
+    """95% bootstrap interval over the val samples of an arm's ``key`` hits (``t2i_hard`` or ``t2i_paired``),
+    mean over its seeds; None when the evaluation kept no per-row hits."""
+    from mmgeolm.e2e import bootstrap_interval
+
+    rows = [r.get("hits", {}).get(key) for r in (result.get("per_seed") or {}).values()]
+    if not rows or any(not r for r in rows) or len({len(r) for r in rows}) != 1:
+        return None
+    return bootstrap_interval(rows)
+
+
+def _with_interval(result: dict[str, Any], key: str, hits: str) -> str:
+    interval = encoder_interval(result, hits)
+    text = _pct(result.get(key))
+    return text if interval is None else f"{text} [{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
 def _tower_cells(run: RunLayout, arm: str) -> str:
     result = (_json(run.ablation / "ablation.json") or {}).get(arm)
     if not result:
         return "n/a | n/a"
-    return f"{_pct(result.get('t2i_hard_acc'))} | {_pct(result.get('t2i_paired_acc'))}"
+    return f"{_with_interval(result, 't2i_hard_acc', 't2i_hard')} | {_with_interval(result, 't2i_paired_acc', 't2i_paired')}"
 
 
 def e2e_section(run: Path) -> list[str]:

@@ -221,8 +221,18 @@ def test_bad_e2e_settings_fail_before_any_stage(tmp_path: Path, changes: dict, n
 
 # ----------------------------------------------------------------------------- summary.json
 def _arm(t2i: float, paired: float) -> dict:
+    hits = {"t2i_hard": [1] * round(10 * t2i) + [0] * (10 - round(10 * t2i)), "t2i_paired": [1, 0, 0, 1]}
     return {"t2i_hard_acc": t2i, "t2i_paired_acc": paired, "split": "val",
-            "chance": {"t2i_hard_acc": 0.3, "t2i_paired_acc": 0.25}}
+            "chance": {"t2i_hard_acc": 0.3, "t2i_paired_acc": 0.25},
+            "per_seed": {"0": {"hits": hits}, "1": {"hits": hits}}}
+
+
+def test_encoder_interval_bootstraps_the_samples_of_every_seed() -> None:
+    from mmgeolm.report_e2e import encoder_interval
+
+    lo, hi = encoder_interval(_arm(0.6, 0.5), "t2i_hard")
+    assert 0.2 < lo < 0.6 < hi <= 1.0
+    assert encoder_interval({"per_seed": {"0": {}}}, "t2i_hard") is None  # an evaluation without hits
 
 
 def test_summary_has_the_contract_keys_with_the_run_numbers(e2e_run, tmp_path: Path) -> None:
@@ -245,6 +255,7 @@ def test_summary_has_the_contract_keys_with_the_run_numbers(e2e_run, tmp_path: P
     assert all(0 <= summary["e2e"][k] <= 1 for k in ("original", "in_batch", "hard_negatives", "blind_guess"))
     report = (run.report / "report.md").read_text()
     assert "The paper's headline in miniature" in report and "| 69.2 | **50.0 [" in report
+    assert "| 62.0 [" in report and "on val (chance 30.0%)" in report and "[95% interval" in report
     assert "`hard_negatives - in_batch`: +50.0 points" in report
 
 

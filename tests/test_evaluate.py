@@ -56,6 +56,7 @@ def test_known_answer_metrics():
     # prefers i1 (1.0) to i1n0 (.98): no negative caption picks its own image, so no pair is right
     assert (r["t2i_paired_acc"], r["t2i_negative_caption_acc"], r["counts"]["t2i_pairs"]) == (0.0, 0.0, 2)
     assert r["chance"]["t2i_paired_acc"] == 0.25
+    assert r["hits"] == {"t2i_hard": [1, 0], "t2i_paired": [0, 0]}  # per row, for intervals
     assert list(r["per_kind"]) == ["perturbation", "rule", "retrieval"]
     assert r["per_kind"]["perturbation"]["acc"] == 0.5 and r["per_kind"]["perturbation"]["chance"] == 0.5
     assert r["per_kind"]["rule"]["acc"] == 1.0 and r["per_kind"]["rule"]["rows"] == 2

@@ -23,8 +23,8 @@ def summarise_seeds(runs: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
     """An arm's evaluation JSON averaged over seeds, with ``seeds`` and every seed's JSON in ``per_seed``."""
     seeds = list(runs)
     summary = mean_tree([runs[s] for s in seeds])
-    summary.pop("checkpoint", None)
-    summary.pop("seed", None)
+    for key in ("checkpoint", "seed", "hits"):  # per-row hits stay per seed: a mean of lists means nothing
+        summary.pop(key, None)
     summary["seeds"] = seeds
     summary["per_seed"] = {str(s): runs[s] for s in seeds}
     return summary
