@@ -31,6 +31,9 @@ from tqdm import tqdm
 from data_recipes.formats.dataset import MANIFEST_FILE, atomic_write_bytes, atomic_write_json, write_samples
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.external.batch import load_json_records
+from data_recipes.external.isolation import IsolationUnavailable
+from data_recipes.external.perturb import NO_ISOLATION_WARNING, add_isolation_argument
+from data_recipes.external.sandbox import Sandbox
 
 FAMILY = "imported"
 TEXT_KINDS = ("rule", "retrieval")
@@ -290,6 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output data-set directory")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers for --pairs-dir (default 2)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per script for --pairs-dir (default 20)")
+    add_isolation_argument(parser)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -303,9 +307,15 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"import: --{name.replace('_', '-')} {path}: no such file or directory", file=sys.stderr)
             return 2
     try:
-        from data_recipes.external.sandbox import Sandbox
-
-        sandbox = Sandbox(workers=args.workers, timeout=args.timeout) if args.pairs_dir else None
+        sandbox = None
+        if args.pairs_dir:
+            if args.no_isolation:
+                print(f"import: {NO_ISOLATION_WARNING}", file=sys.stderr)
+            sandbox = Sandbox(workers=args.workers, timeout=args.timeout, isolation=not args.no_isolation)
+            sandbox.start()
+    except IsolationUnavailable as exc:
+        print(f"import: refusing to render the scripts of --pairs-dir {args.pairs_dir}: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"import: {exc}", file=sys.stderr)
         return 2
