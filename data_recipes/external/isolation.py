@@ -57,6 +57,12 @@ def _prefixes() -> list[str]:
     paths |= {str(Path(m.__file__).parent.parent) for m in (matplotlib, numpy, PIL)}
     paths.add(str(Path(sys.executable).resolve().parent.parent))
     existing = sorted({os.path.abspath(p) for p in paths if p and os.path.isdir(p)})
+    under_tmp = [p for p in existing if p == "/tmp" or p.startswith("/tmp/")]
+    if under_tmp:
+        raise IsolationUnavailable(
+            f"the Python installation is under /tmp ({under_tmp[0]}), which the sandbox replaces by each "
+            f"script's private /tmp: create the environment elsewhere, or pass --no-isolation"
+        )
     # Keep the outermost: binding a folder already inside a bound one is redundant.
     return [p for p in existing if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in existing)]
 
