@@ -15,9 +15,10 @@ worker needs, nothing else:
 No home directory, no host ``/tmp``, no ``/etc/shadow``, no host sockets (not even ``AF_UNIX``
 ones: their paths do not exist inside), no network device but loopback. ``--die-with-parent``
 kills the worker and, with the PID namespace, every process in it when the process that started it
-dies, even by ``kill -9``. The worker keeps ``CAP_SYS_ADMIN`` inside its own user namespace only
-(``--disable-userns`` forbids nesting another one), which it needs to give each script private
-mount, PID and IPC namespaces, and drops before any script code runs. See docs/scripts.md.
+dies, even by ``kill -9``. The worker keeps ``CAP_SYS_ADMIN`` and ``CAP_SETPCAP`` inside its own user
+namespace only (``--disable-userns`` forbids nesting another one): it needs them to give each script
+private mount, PID and IPC namespaces, and the script's process drops them (bounding set included)
+before any script code runs. See docs/scripts.md.
 """
 from __future__ import annotations
 

@@ -5,11 +5,12 @@ the worker it never imports the project. :func:`run_script` runs the script and 
 
 The audit hook (PEP 578) is a second layer that names a forbidden call. It is installed just before
 the script runs and never removed, so it also covers our rendering after the script (an artist's
-``draw`` is script code). It is not what keeps a script in: PEP 578 hooks are not a security boundary (``_posixsubprocess.fork_exec`` raises no
-event, ``os.open(..., dir_fd=...)`` is checked against the wrong folder, introspection reaches the
-hook's state), and under bubblewrap the kernel enforces the limits whatever the hook sees. What the
-hook adds is a clear status: a script that tries to open a socket, start a process or touch files
-outside its folder is reported ``forbidden``, naming the call, even when it catches the error.
+``draw`` is script code). It is not what keeps a script in: PEP 578 hooks are not a security
+boundary (``_posixsubprocess.fork_exec`` raises no event, ``os.open(..., dir_fd=...)`` is checked
+against the wrong folder, introspection reaches the hook's state), and under bubblewrap the kernel
+enforces the limits whatever the hook sees. What the hook adds is a clear status: a script that
+tries to open a socket, start a process or touch files outside its folder is reported
+``forbidden``, naming the call, even when it catches the error.
 """
 from __future__ import annotations
 
