@@ -8,9 +8,25 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench venv clean
+.PHONY: demo test test-all lint bench venv bubblewrap clean
 
-venv: $(STAMP)
+venv: $(STAMP) bubblewrap
+
+# Kernel isolation of untrusted diagram scripts (perturb-script, perturb-batch, import --pairs-dir):
+# bubblewrap, installed with apt-get where we are root (CI, the reference machines); anywhere else
+# this only says how (README, "Installing bubblewrap"). Without it those commands refuse such scripts.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (apt-get) for the script sandbox"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null; } \
+	      || echo "warning: could not install bubblewrap: untrusted scripts will be refused (see README)"; \
+	  else \
+	    echo "note: bubblewrap (bwrap) is not installed: untrusted diagram scripts will be refused;" \
+	         "install it as the README says (e.g. sudo apt-get install bubblewrap)"; \
+	  fi; }
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,13 +42,13 @@ $(STAMP): setup.py Makefile
 
 # The whole pipeline on the embedded CPU recipe: data, negatives, MMCLIP, evaluation, LLaVA stages 1-2, answers.
 # A re-run skips finished stages and resumes an interrupted one; the report is $(DEMO_OUT)/report.md (and .html).
-demo: $(STAMP)
+demo: $(STAMP) bubblewrap
 	$(VENV)/bin/mmgeolm run demo-cpu --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) bubblewrap
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) bubblewrap
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -31,6 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_recipes.diagrams.hardness import image_hardness
+from data_recipes.external.perturb import NO_ISOLATION_WARNING, add_isolation_argument
+from data_recipes.external.sandbox import Sandbox
 from data_recipes.formats.dataset import MANIFEST_FILE, write_samples
 from data_recipes.formats.reference import ReferenceRecord, read_reference
 from mmgeolm_core.errors import InputError, JobError
@@ -256,6 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output data-set directory")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers for --pairs-dir (default 2)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per script for --pairs-dir (default 20)")
+    add_isolation_argument(parser)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -270,10 +273,13 @@ def run_cli(args: argparse.Namespace) -> int:
     # Whole files are read (and refused when unreadable or empty) before anything is written.
     references = [(path, kind, *read_reference(path, kind)) for path, kind in
                   ((args.reference_image_negatives, "image"), (args.reference_text_negatives, "text")) if path]
-    from data_recipes.external.sandbox import Sandbox
-
+    sandbox = None
     try:
-        sandbox = Sandbox(workers=args.workers, timeout=args.timeout) if args.pairs_dir else None
+        if args.pairs_dir:
+            if args.no_isolation:
+                log.warning(NO_ISOLATION_WARNING)
+            sandbox = Sandbox(workers=args.workers, timeout=args.timeout, isolation=not args.no_isolation)
+            sandbox.start()  # refuses (IsolationUnavailable, exit 2) where the kernel cannot isolate the scripts
     except ValueError as exc:
         raise InputError(str(exc)) from None
     importer = Importer(args.out, text_kind=args.text_kind)

@@ -14,7 +14,8 @@ Inputs (one of):
 Every item gets ``OUT/<id>/`` (see :mod:`data_recipes.external.perturb`); its manifest.json, written last
 and atomically, records the script's SHA-256 and the settings, so a re-run skips items already done
 with the same script and settings. ``OUT/manifest.json`` summarises the run: items done, rejects with
-reasons, counts. One sandbox pool serves the whole batch.
+reasons, each item's sandbox status (``ok``, ``timeout``, ``memory``, ``forbidden``, ``error``) and
+counts. One sandbox pool serves the whole batch; a forbidden or crashed script is never done.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_recipes.external.isolation import IsolationUnavailable
 from data_recipes.external.perturb import (
     MANIFEST,
     PerturbConfig,
@@ -39,6 +41,7 @@ from data_recipes.external.perturb import (
     build_sandbox,
     perturb_script,
 )
+from data_recipes.external.sandbox import STATUSES
 from data_recipes.formats.reference import caption_from_conversations
 from mmgeolm_core.io import FormatError, atomic_write_json, read_records
 
@@ -156,11 +159,12 @@ def _finished(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | Non
 def run_batch(items: list[BatchItem], out: Path, config: PerturbConfig, sandbox, inputs: dict[str, Any]) -> dict[str, Any]:
     """Perturb every item into ``out/<id>/``; write and return the summary manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    done, rejects, skipped, negatives = [], [], 0, 0
+    done, rejects, statuses, skipped, negatives = [], [], {}, 0, 0
     for item in tqdm(items, desc="perturb-batch", unit="script", disable=len(items) < 10):
         folder = out / item.id
         if item.error:
-            rejects.append({"id": item.id, "source": item.source, "reason": item.error})
+            statuses[item.id] = "error"
+            rejects.append({"id": item.id, "source": item.source, "status": "error", "reason": item.error})
             continue
         fingerprint = _fingerprint(item, config)
         previous = _finished(folder, fingerprint)
@@ -175,13 +179,16 @@ def run_batch(items: list[BatchItem], out: Path, config: PerturbConfig, sandbox,
             manifest["fingerprint"] = fingerprint
             atomic_write_json(folder / MANIFEST, manifest)  # the resume marker, written last
         negatives += len(manifest["negatives"])
-        if manifest["ok"]:
+        status = statuses[item.id] = manifest.get("status", "ok" if manifest["ok"] else "error")
+        if manifest["ok"] and status == "ok":
             done.append(item.id)
         else:
-            rejects.append({"id": item.id, "source": item.source, "reason": manifest["message"]})
+            rejects.append({"id": item.id, "source": item.source, "status": status, "reason": manifest["message"]})
     summary = {
         "inputs": inputs, "config": {**asdict(config), "edit_types": list(config.edit_types)},
-        "items": len(items), "done": done, "rejects": rejects, "skipped": skipped, "negatives": negatives,
+        "items": len(items), "done": done, "rejects": rejects, "statuses": statuses,
+        "status_counts": {s: n for s in STATUSES if (n := sum(v == s for v in statuses.values()))},
+        "skipped": skipped, "negatives": negatives,
     }
     atomic_write_json(out / MANIFEST, summary)
     return summary
@@ -211,7 +218,11 @@ def run_cli(args: argparse.Namespace) -> int:
             items = items_from_scripts_dir(args.scripts_dir)
         else:
             items = items_from_reference_json(args.reference_json, args.scripts_dir)
-        sandbox = build_sandbox(args, args.workers)
+        sandbox = build_sandbox(args, args.workers, "perturb-batch")
+        sandbox.start()
+    except IsolationUnavailable as exc:
+        print(f"perturb-batch: refusing to run untrusted scripts: {exc}", file=sys.stderr)
+        return 2
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"perturb-batch: {exc}", file=sys.stderr)
         return 2
@@ -221,5 +232,5 @@ def run_cli(args: argparse.Namespace) -> int:
           f"(skipped {summary['skipped']} finished earlier), {summary['negatives']} negatives, "
           f"{len(summary['rejects'])} rejected -> {args.out / MANIFEST}")
     for reject in summary["rejects"][:20]:
-        print(f"  rejected {reject['id']}: {reject['reason']}", file=sys.stderr)
+        print(f"  rejected {reject['id']} ({reject['status']}): {reject['reason']}", file=sys.stderr)
     return 0 if not summary["rejects"] else 1

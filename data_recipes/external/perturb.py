@@ -24,6 +24,7 @@ import numpy as np
 
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.external.edits import ScriptEdit, list_script_edits, propose_edits
+from data_recipes.external.isolation import IsolationUnavailable
 from data_recipes.external.sandbox import Sandbox
 from data_recipes.text_negatives.rules import object_kind, same_object
 from data_recipes.text_negatives.rules.grammar import Label
@@ -149,9 +150,15 @@ def _order_candidates(candidates: dict[str, list[ScriptEdit]], rng: np.random.Ge
 
 @dataclass
 class PerturbResult:
-    """What :func:`perturb_script` wrote (also serialised as manifest.json)."""
+    """What :func:`perturb_script` wrote (also serialised as manifest.json).
+
+    ``status`` is the sandbox status of the script: that of the positive's render, or ``forbidden``
+    when any render (positive or negative) attempted a forbidden operation; a forbidden script is
+    never ``ok``.
+    """
 
     ok: bool
+    status: str
     message: str
     positive: dict[str, Any] | None
     negatives: list[dict[str, Any]]
@@ -201,14 +208,15 @@ def perturb_script(script: str, out_dir: str | Path, config: PerturbConfig, sand
     try:
         candidates = _order_candidates(propose_edits(script, rng, list(config.edit_types)), rng)
     except SyntaxError as exc:
-        return _finish(out, manifest, False, f"the script does not parse: {exc.msg} (line {exc.lineno})")
+        return _finish(out, manifest, False, f"the script does not parse: {exc.msg} (line {exc.lineno})", "error")
     result = sandbox.run(script)
     if not result.ok:
-        return _finish(out, manifest, False, f"the positive failed to render: {result.status}: {result.message}")
+        return _finish(out, manifest, False, f"the positive failed to render: {result.status}: {result.message}",
+                       result.status)
     try:
         positive = decode_png(result.image_png)
     except (OSError, ValueError) as exc:
-        return _finish(out, manifest, False, f"the positive's PNG does not decode: {exc}")
+        return _finish(out, manifest, False, f"the positive's PNG does not decode: {exc}", "error")
     atomic_write_bytes(out / "positive.png", result.image_png)
     manifest["positive"] = {"script": "positive.py", "image": "positive.png", "size": list(positive.shape[:2])}
     accepted: dict[str, int] = {hashlib.sha256(positive.tobytes()).hexdigest(): -1}
@@ -218,6 +226,10 @@ def perturb_script(script: str, out_dir: str | Path, config: PerturbConfig, sand
                                       config.attempts, len(candidates))]
         tried += len(chunk)
         for edit, rendered in zip(chunk, sandbox.map([e.script for e in chunk])):
+            if rendered.status == "forbidden":
+                # The script does something forbidden on another path: the whole item is rejected.
+                return _finish(out, manifest, False, f"a negative's script was stopped: forbidden: "
+                               f"{rendered.message} ({edit.type}: {edit.detail})", "forbidden")
             if len(manifest["negatives"]) >= config.num:
                 break
             _consider(edit, rendered, positive, accepted, config, caption, out, manifest)
@@ -240,7 +252,8 @@ def _consider(edit, rendered, positive, accepted, config, caption, out: Path, ma
             reason = f"PNG does not decode: {exc}"
     reason, hardness = _check(edit, image, reason, positive, accepted, config)
     if reason:
-        manifest["discarded"].append({"type": edit.type, "detail": edit.detail, "reason": reason})
+        manifest["discarded"].append({"type": edit.type, "detail": edit.detail, "reason": reason,
+                                      "status": rendered.status})
         return
     i = len(manifest["negatives"])
     accepted[hashlib.sha256(image.tobytes()).hexdigest()] = i
@@ -253,10 +266,10 @@ def _consider(edit, rendered, positive, accepted, config, caption, out: Path, ma
     })
 
 
-def _finish(out: Path, manifest: dict, ok: bool, message: str) -> PerturbResult:
-    manifest.update(ok=ok, message=message, num_written=len(manifest["negatives"]))
+def _finish(out: Path, manifest: dict, ok: bool, message: str, status: str = "ok") -> PerturbResult:
+    manifest.update(ok=ok, status=status, message=message, num_written=len(manifest["negatives"]))
     atomic_write_json(out / MANIFEST, manifest)
-    return PerturbResult(ok, message, manifest["positive"], manifest["negatives"], manifest["discarded"])
+    return PerturbResult(ok, status, message, manifest["positive"], manifest["negatives"], manifest["discarded"])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -269,11 +282,29 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--memory-mb", type=int, default=1024, help="memory a script may use (default 1024)")
     group.add_argument("--cpu-seconds", type=float, default=20.0, help="CPU seconds per script (default 20)")
     group.add_argument("--max-file-mb", type=float, default=32.0, help="largest file a script may write (default 32)")
+    add_isolation_argument(group)
 
 
-def build_sandbox(args: argparse.Namespace, workers: int) -> Sandbox:
+def add_isolation_argument(parser) -> None:
+    """``--no-isolation``, shared with ``import --pairs-dir``."""
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="run scripts without bubblewrap's kernel isolation (only where bwrap cannot run; "
+                             "a hostile script can then read and write your files)")
+
+
+NO_ISOLATION_WARNING = (
+    "warning: --no-isolation: scripts run WITHOUT kernel isolation (no bubblewrap): process limits and an "
+    "audit hook only, which a hostile script can get around to read or write your files, reach local "
+    "sockets or leave processes behind. Use it only for scripts you trust."
+)
+
+
+def build_sandbox(args: argparse.Namespace, workers: int, command: str = "perturb-script") -> Sandbox:
+    """The sandbox the command line asked for; prints the ``--no-isolation`` warning (once per batch)."""
+    if args.no_isolation:
+        print(f"{command}: {NO_ISOLATION_WARNING}", file=sys.stderr)
     return Sandbox(workers=workers, timeout=args.timeout, memory_mb=args.memory_mb,
-                   cpu_seconds=args.cpu_seconds, max_file_mb=args.max_file_mb)
+                   cpu_seconds=args.cpu_seconds, max_file_mb=args.max_file_mb, isolation=not args.no_isolation)
 
 
 def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +336,10 @@ def run_cli(args: argparse.Namespace) -> int:
         script = args.script.read_text(encoding="utf-8")
         config = build_perturb_config(args)
         sandbox = build_sandbox(args, args.workers)
+        sandbox.start()
+    except IsolationUnavailable as exc:
+        print(f"perturb-script: refusing to run {args.script}: {exc}", file=sys.stderr)
+        return 2
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"perturb-script: {args.script}: {exc}", file=sys.stderr)
         return 2
