@@ -59,15 +59,16 @@ class LlavaQwen2Model(LlavaMetaModel, Qwen2Model):
 @contextlib.contextmanager
 def left_padding(config: Any) -> Iterator[None]:
     """Make upstream's ``prepare_inputs_labels_for_multimodal`` pad a batch on the left inside the block."""
+    had = hasattr(config, "tokenizer_padding_side")
     saved = getattr(config, "tokenizer_padding_side", None)
     config.tokenizer_padding_side = "left"
     try:
         yield
     finally:
-        if saved is None:
-            del config.tokenizer_padding_side
-        else:
+        if had:
             config.tokenizer_padding_side = saved
+        else:
+            del config.tokenizer_padding_side
 
 
 class LlavaQwen2ForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
