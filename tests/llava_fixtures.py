@@ -14,6 +14,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,9 @@ def subprocess_env() -> dict[str, str]:
     )
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
+    # DeepSpeed JIT-builds its CPU ops into ~/.cache/torch_extensions by default: environments sharing that
+    # folder (several checkouts on one machine) rebuild each other's build (minutes each); keep one per env.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     return env
 
 
