@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ TEMPLATE_NAMES = (*SYSTEM_PROMPTS, *ALIASES)
 _ROLES = {"human": "user", "gpt": "assistant"}
 _MARKER = "__qwen_chat_original__"
 _TEMPLATES: dict[str, Any] = {}
+_CHECKED: weakref.WeakSet = weakref.WeakSet()  # tokenizers that passed check_chatml_tokenizer
 
 
 def _conversation_module() -> Any:
@@ -123,7 +125,9 @@ def templates_registered() -> bool:
 
 # ----------------------------------------------------------------------------- label masking
 def check_chatml_tokenizer(tokenizer: Any, version: str) -> None:
-    """Raise unless ``tokenizer`` keeps ChatML's markers whole and adds no BOS/EOS of its own."""
+    """Raise unless ``tokenizer`` keeps ChatML's markers whole and adds no BOS/EOS of its own (once per tokenizer)."""
+    if tokenizer in _CHECKED:
+        return
     where = f"--version {version}: tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '?')})"
     for marker in (IM_START, IM_END):
         ids = tokenizer(marker, add_special_tokens=False).input_ids
@@ -132,6 +136,7 @@ def check_chatml_tokenizer(tokenizer: Any, version: str) -> None:
                              "Qwen2/Qwen2.5 tokenizer (where it is one special token)")
     if tokenizer("a").input_ids != tokenizer("a", add_special_tokens=False).input_ids:
         raise ValueError(f"{where} adds special tokens (BOS/EOS) to every text; ChatML prompts carry their own")
+    _CHECKED.add(tokenizer)
 
 
 def _speakers(source: Sequence[dict], system: str) -> tuple[str, list[tuple[str, str]]]:
