@@ -154,6 +154,7 @@ class LlavaQwen2ForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         """
         if "inputs_embeds" in kwargs:
             raise NotImplementedError("LlavaQwen2ForCausalLM.generate takes prompt ids, not inputs_embeds")
+        inputs = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if inputs is None:
             raise ValueError("LlavaQwen2ForCausalLM.generate needs the prompt ids as `inputs`")
         position_ids = kwargs.pop("position_ids", None)
