@@ -75,11 +75,16 @@ def register() -> None:
         ValueError: another package registered ``llava_qwen`` or a ``qwen_*`` template first.
     """
     check_upstream(BUILDER_SITES)
-    from llava_patches.qwen2 import register_auto_classes
+    from llava_patches.qwen2 import register_auto_classes, unregister_auto_classes
     from llava_patches.qwen_chat import register_templates
 
-    register_auto_classes()
-    register_templates()
+    added = register_auto_classes()
+    try:
+        register_templates()
+    except ValueError:
+        if added:  # leave nothing half-registered
+            unregister_auto_classes()
+        raise
     for module, name in BUILDER_SITES:
         current = get_upstream_symbol(module, name)
         if hasattr(current, _MARKER):

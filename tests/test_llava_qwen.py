@@ -163,6 +163,8 @@ def test_register_adds_the_qwen_names_idempotently_and_refuses_to_replace_others
     try:
         with pytest.raises(ValueError, match="qwen_2.*already defined by someone else"):
             register()
+        with pytest.raises(ValueError, match="llava_qwen"):
+            AutoConfig.for_model("llava_qwen")  # nothing left half-registered
     finally:
         del conversation.conv_templates["qwen_2"]
         unregister()
