@@ -95,6 +95,8 @@ def make_batch(args: argparse.Namespace, model: Any, device: torch.device) -> di
         "neg_texts": torch.randint(1, vocab, (b, kt, length), generator=g),
         "neg_text_mask": torch.ones(b, kt, dtype=torch.bool),
         "neg_text_kind": torch.zeros(b, kt, dtype=torch.long),
+        # the plain-CLIP baseline's captions: one of its own for each of the B (1 + K) images
+        "pair_texts": torch.randint(1, vocab, (b * (1 + ki), length), generator=g),
     }
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -109,10 +111,9 @@ def make_loss_fn(args: argparse.Namespace, model: Any, loss_cfg: Any,
     from mmclip_plugin.train_setup import ContrastiveForward
 
     if args.worker == "clip":
-        # the same images as ours, as B (1 + K) plain pairs
-        ki = args.image_negatives
+        # the same images as ours, as B (1 + K) plain image-caption pairs
         images = torch.cat([batch["images"], batch["neg_images"].flatten(0, 1)])
-        texts = torch.cat([batch["texts"], batch["texts"].repeat_interleave(ki, 0)])
+        texts = batch["pair_texts"]
         clip_loss = ClipLoss()
 
         def clip_loss_of() -> torch.Tensor:

@@ -28,6 +28,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import bench_mmclip
 import bench_tower
 import flops
 import torch
-from gpu_report import GOALS, collect_goals, default_peak_tflops, meta, print_report
+from gpu_report import GOALS, collect_goals, default_peak_tflops, json_safe, meta, print_report
 from measure import free_memory, is_cuda, median, peak_memory, reset_peak_memory, time_calls
 
 SECTIONS = ("mmclip", "tower", "llava")
@@ -44,8 +45,7 @@ LLM_SIZES: dict[str, dict[str, dict[str, int]]] = {
     "llama": {
         "full": {"vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 32,
                  "num_attention_heads": 8, "num_key_value_heads": 8, "max_position_embeddings": 4096},
-        "tiny": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                 "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 256},
+        "tiny": bench_tower.TINY_LLM,
     },
 }
 # Without gradient checkpointing a 336-px ViT-L/14 keeps ~0.54 GB of bf16 activations per trained image
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the accelerator's dense peak for MFU (default: known for H100/H200/A100; none on the CPU)")
     p.add_argument("--llm", choices=sorted(LLM_SIZES), default="llama", help="LLM family of the LLaVA step")
-    p.add_argument("--attn", default="sdpa", help="attention implementation of the LLM (transformers' names)")
+    p.add_argument("--attn", default="sdpa", help="the LLM's attention implementation: sdpa, eager, flash_attention_2")
     p.add_argument("--text-negatives", type=int, default=0, help="caption negatives per caption in ours (K_t)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate of the MMCLIP steps")
     p.add_argument("--bf16-tolerance", type=float, default=BF16_TOLERANCE)
@@ -136,12 +136,13 @@ def run_mmclip_variant(args: argparse.Namespace, variant: str, checkpointing: bo
                             grad_checkpointing=checkpointing)
     record: dict[str, Any] = {}
     prepared = None
+    reset_peak_memory(args.device)
     try:
         prepared = bench_mmclip.prepare(ns, variant)
         if checks is not None:
             checks["flops"]["counted"] = _counted(prepared.model, prepared.device)
             checks["bf16_vs_fp32"] = bf16_vs_fp32(prepared, args.bf16_tolerance)
-        reset_peak_memory(args.device)
+            reset_peak_memory(args.device)  # the fp32 forward of the check is not part of a step
         seconds, losses = time_calls(prepared.step, args.device, args.warmup, args.repeats)
         record.update(status="ok", peak_memory_bytes=peak_memory(args.device))
         record.update(_timing(seconds, prepared.images_per_step, "images"), **_loss_trend(losses))
@@ -201,11 +202,13 @@ def llava_section(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """A LLaVA training step with our tower and with upstream's, one after the other (own peak memory each)."""
     from mmclip_plugin.tower.weights import read_vision_config
 
+    if not (root / "mmclip").is_dir() or not (root / "hf").is_dir():
+        raise RuntimeError("the LLaVA step needs the tower section's checkpoints, which it did not write (see errors.tower)")
     vision = read_vision_config(root / "mmclip")
     patches = (vision.image_size // vision.patch_size) ** 2
     text_tokens = args.seq_len - patches + 1  # the image placeholder becomes `patches` embeddings
     if text_tokens < 3:
-        raise SystemExit(f"--seq-len {args.seq_len} leaves no text beside {patches} image tokens")
+        raise ValueError(f"--seq-len {args.seq_len} leaves no text beside the {patches} image tokens of {vision.checkpoint}")
     llm_config = LLM_SIZES[args.llm]["tiny" if args.tiny else "full"]
     out: dict[str, Any] = {"llm": args.llm, "llm_config": llm_config, "attn_implementation": args.attn,
                            "batch": args.llava_batch, "seq_len": args.seq_len, "image_tokens": patches,
@@ -278,25 +281,35 @@ def _ratios(ours: dict[str, Any], base: dict[str, Any], speed_key: str) -> dict[
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every asked section, the JSON rewritten after each (a run cut short still leaves its figures)."""
+    """Every asked section, the JSON rewritten after each (a run cut short still leaves its figures).
+
+    A section that fails is recorded under ``errors`` with its traceback and the next one runs: on a
+    device lent for minutes, one failure must not hide the other figures. (The LLaVA step needs the
+    tower section's checkpoints and runs it first when it was not asked for.)
+    """
     from mmgeolm_core.io import atomic_write_json
 
-    report: dict[str, Any] = {"meta": meta(args), "goals": []}
+    report: dict[str, Any] = {"meta": meta(args), "goals": [], "errors": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        for section in args.sections:
+        root = Path(tmp)
+        todo = list(args.sections)
+        if "llava" in todo and "tower" not in todo:
+            todo.insert(todo.index("llava"), "tower")
+        for section in todo:
             t0 = time.perf_counter()
             print(f"== {section}", flush=True)
-            if section == "mmclip":
-                report["mmclip"] = mmclip_section(args)
-            if section in ("tower", "llava") and "tower" not in report:  # the LLaVA step loads its checkpoints
-                report["tower"] = tower_section(args, Path(tmp))
-            if section == "llava":
-                report["llava"] = llava_section(args, Path(tmp))
+            try:
+                report[section] = {"mmclip": lambda: mmclip_section(args), "tower": lambda: tower_section(args, root),
+                                   "llava": lambda: llava_section(args, root)}[section]()
+            except Exception as exc:  # noqa: BLE001 - recorded with its traceback, and the exit status says so
+                report["errors"][section] = {"type": type(exc).__name__, "message": str(exc),
+                                             "traceback": traceback.format_exc()}
+                print(traceback.format_exc(), file=sys.stderr, flush=True)
             report["meta"].setdefault("section_seconds", {})[section] = time.perf_counter() - t0
             report["meta"]["total_seconds"] = time.perf_counter() - start
             report["goals"] = collect_goals(report, GOALS)
-            atomic_write_json(args.out, report)
+            atomic_write_json(args.out, json_safe(report))
     return report
 
 
@@ -309,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print_report(report)
     print(f"\nJSON: {args.out}")
-    return 0
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":

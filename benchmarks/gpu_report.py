@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import math
 import platform
 import sys
 from typing import Any, NamedTuple
@@ -87,6 +88,17 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (a NaN loss, say) as None: strict JSON; the flags say what it was."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = report
     for key in path:
@@ -132,8 +144,8 @@ def print_report(report: dict[str, Any]) -> None:
     """Markdown tables of every section and the goals."""
     m = report["meta"]
     label = "CPU figures: a code-path check, not the goals' conditions" if m["cuda"] is None else "GPU figures"
-    print(f"\n{label}. {m['device']}, torch {m['versions']['torch']}, {m['precision']}; {m['warmup_steps']} warm-up "
-          f"steps excluded, median of {m['timed_repeats']} ({m['timer']}); matmul {m['matmul_size']}^3: "
+    print(f"\n{label}. {m['device']}, torch {m['versions']['torch']}, {m['precision']}; warm-up steps (not timed): "
+          f"{m['warmup_steps']}; median of {m['timed_repeats']} timed ({m['timer']}); matmul {m['matmul_size']}^3: "
           f"{m['matmul_tflops']:.1f} TFLOP/s; MFU against {_num(m['peak_tflops'], 'g')} TFLOP/s")
     gib = 1 / 2**30
     if "mmclip" in report:
@@ -174,6 +186,8 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"| {name} | {x['status']} | {_num(x.get('llm_parameters'), '.3g')} | {x.get('attention_class', '-')} | "
                   f"{_num(x.get('step_s'), '.1f', 1e3)} | {_num(x.get('tokens_per_s'), '.0f')} | "
                   f"{_num(x.get('peak_memory_bytes'), '.2f', gib)} | {_losses(x)} |")
+    for section, error in report.get("errors", {}).items():
+        print(f"\nsection {section} FAILED: {error['type']}: {error['message']}")
     print("\n| goal | value | target | met |")
     print("| --- | ---: | --- | --- |")
     for g in report["goals"]:

@@ -40,7 +40,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
 def test_meta_says_how_the_figures_were_taken(tiny: tuple[dict, str]) -> None:
     report, stdout = tiny
-    assert set(report) == {"meta", "goals", "mmclip", "tower", "llava"}
+    assert set(report) == {"meta", "goals", "errors", "mmclip", "tower", "llava"} and report["errors"] == {}
     m = report["meta"]
     assert m["tiny"] is True and m["cuda"] is None and m["timer"] == "time.perf_counter"
     assert (m["warmup_steps"], m["timed_repeats"], m["precision"], m["peak_tflops"]) == (1, 3, "bf16", 1.0)
