@@ -3,6 +3,7 @@ import ast
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,12 @@ def test_scripts_are_thin_launchers_of_our_entry_points():
         assert entries, f"{script.name}: names no entry point"
         for entry in entries:
             assert importlib.util.find_spec(entry) is not None, f"{script.name}: {entry} is not a module"
+
+
+def test_the_command_lines_and_config_modules_load_without_torch():
+    # issue 12: mmclip_plugin.config imported .model and .losses, so `mmclip-train --help` loaded torch,
+    # open_clip and transformers (about 10 s) before it could say anything
+    code = ("import sys, mmclip_plugin.cli, mmclip_plugin.config, data_recipes.cli, mmgeolm.cli, mmgeolm.bench.cli; "
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'transformers', 'llava') if m in sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

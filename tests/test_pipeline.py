@@ -153,6 +153,27 @@ def test_demo_is_shipped() -> None:
     assert "demo-cpu" in SHIPPED
 
 
+def test_eval_compares_the_trained_encoder_with_the_weights_its_training_saved() -> None:
+    # issue 12: the starting model was named by re-parsing the MMCLIP YAML by hand, which dropped
+    # arch_json / force_image_size; mmclip-train now saves output_dir/init and evaluation reads it
+    (cmd,) = _commands("demo-cpu", "eval")
+    checkpoints = cmd[cmd.index("--checkpoint") + 1: cmd.index("--data")]
+    assert [Path(c).parts[-2:] for c in checkpoints] == [("mmclip", "final"), ("mmclip", "init")]
+
+
+@pytest.mark.parametrize("kind, name", [("data-recipe", "full"), ("data-recipe", "demo"), ("mmclip-config", "tiny-cpu"),
+                                        ("pipeline-recipe", "full-gpu"), ("zero-config", "zero2")])
+def test_shipped_short_names_resolve_for_every_command(kind: str, name: str) -> None:
+    # issue 12: `mmgeolm-data build full` failed although full-gpu.yaml tells users to run it
+    from mmgeolm_core.resources import resolve_shipped
+
+    assert resolve_shipped(kind, name).is_file()
+    if kind == "data-recipe":
+        from data_recipes.build.recipe import load_recipe as load_data_recipe
+
+        assert load_data_recipe(name).name
+
+
 def _commands(name: str, stage: str) -> list[list[str]]:
     run = Path("/tmp/never-created")
     (found,) = [s for s in build_stages(load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml"), run) if s.name == stage]
