@@ -352,7 +352,7 @@ def test_unreadable_or_mismatched_weights_name_the_file(checkpoints, tmp_path):
     swapped = tmp_path / "swapped"
     shutil.copytree(checkpoints["class_token"], swapped)
     shutil.copy(checkpoints["no_prefix"] / WEIGHTS_FILE, swapped / WEIGHTS_FILE)
-    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} does not match the architecture"):
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE}: does not match the architecture"):
         _tower(swapped)
 
 

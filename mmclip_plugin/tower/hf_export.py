@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmclip_plugin.checkpoint_files import read_open_clip_config
 from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir
 from mmclip_plugin.tower.hf_config import (
     clip_text_config,
@@ -232,7 +233,7 @@ def export_hf(
         raise InputError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     if full and with_projection:
         raise InputError("--full already exports the projections; drop --with-projection")
-    cfg = json.loads((src / OPEN_CLIP_CONFIG).read_text())
+    cfg = read_open_clip_config(src)
     model_cfg, source = cfg["model_cfg"], str(src / OPEN_CLIP_CONFIG)
     visual, preprocess_cfg = load_visual(src)
     tokenizer = _hf_tokenizer(src, model_cfg) if full else None
