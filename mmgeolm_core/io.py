@@ -125,15 +125,16 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _nearest_existing(path: Path) -> Path:
-    probe = path.absolute()
+    probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return probe
 
 
-def _check_creatable(path: Path, option: str) -> None:
-    """``path`` can be created: its nearest existing ancestor is a directory we can write in."""
-    ancestor = _nearest_existing(path)
+def _check_creatable(path: Path, option: str, start: Path) -> None:
+    """``path`` can be created: the nearest existing one of ``start`` and its ancestors is a directory we can
+    write in."""
+    ancestor = _nearest_existing(start)
     if not ancestor.is_dir():
         raise InputError(f"{option} {path}: {ancestor} is a file, not a directory")
     try:  # os.access is not enough: root passes it everywhere, and read-only mounts are not modes
@@ -153,7 +154,7 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a directory; expected a file name")
-    _check_creatable(path, option)
+    _check_creatable(path, option, path.parent)
     return path
 
 
@@ -166,7 +167,7 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path}: is a file; expected a directory")
-    _check_creatable(path, option)
+    _check_creatable(path, option, path)
     return path
 
 
