@@ -193,7 +193,7 @@ def check_replaceable_dir(path: str | os.PathLike, *, option: str, what: str, is
             raise InputError(f"{option} {path}: holds files that are not {what}; it is never replaced: "
                              f"choose a new or empty directory")
         if overwrite is False:
-            raise InputError(f"{option} {path}: holds {what} already; pass --overwrite to replace it")
+            raise InputError(f"{option} {path}: exists and holds {what}; pass --overwrite to replace it")
     return path
 
 

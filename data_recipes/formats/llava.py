@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_recipes.diagrams.questions import make_questions, questions_for_sample
-from data_recipes.formats.dataset import read_samples
+from data_recipes.formats.dataset import read_samples_report
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, atomic_write_text
+from mmgeolm_core.io import atomic_write_json, atomic_write_text, check_output_dir
+
+logger = logging.getLogger(__name__)
+SUMMARY_FILE = "llava_data.json"
+"""Counts and the records skipped (refused by the data-set format), written beside the training files."""
 
 CAPTION_PROMPTS = (
     "Describe the geometric figure.",
@@ -49,12 +54,17 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
         num_questions: held-out questions to draw from the val split.
         seed: drives prompt choice and question sampling.
 
+    Records the data-set format refuses (a bad key, a missing image) are skipped, counted in ``counts`` and
+    listed in ``llava_data.json``, as ``mmclip-train`` skips them.
+
     Raises:
         InputError: when the data set has no train or no val samples.
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    samples = read_samples(data_dir)
+    data_dir, out_dir = Path(data_dir), check_output_dir(out_dir)
+    # skipped and reported like mmclip-train does, so both read the same records of the same data set
+    samples, problems = read_samples_report(data_dir, check_files=True)
+    for problem in problems[:5]:
+        logger.warning("skipped: %s", problem)
     train = [s for s in samples if s["split"] == "train"]
     val = [s for s in samples if s["split"] == "val"]
     if not train or not val:
@@ -76,10 +86,15 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
     stage2 = [stage2[i] for i in order]
     questions = make_questions(val, num_questions, seed=seed)
     files = LlavaDataFiles(out_dir / "stage1.json", out_dir / "stage2.json", out_dir / "questions.jsonl",
-                           {"stage1": len(stage1), "stage2": len(stage2), "questions": len(questions)})
+                           {"stage1": len(stage1), "stage2": len(stage2), "questions": len(questions),
+                            "bad_records": len(problems)})
+    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(files.stage1, stage1)
     atomic_write_json(files.stage2, stage2)
     atomic_write_text(files.questions, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
+    atomic_write_json(out_dir / SUMMARY_FILE, {"data": str(data_dir), "counts": files.counts,
+                                                "bad_records": len(problems),
+                                                "bad_record_details": [str(p) for p in problems]})
     return files
 
 
@@ -97,5 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmgeolm-data llava-data``."""
     files = write_llava_data(args.data, args.out, args.num_questions, args.seed)
-    print(f"LLaVA data written to {args.out}: {files.counts}")
+    print(f"LLaVA data written to {args.out}: {files.counts}"
+          + (f" (skipped records listed in {Path(args.out) / SUMMARY_FILE})" if files.counts["bad_records"] else ""))
     return 0
