@@ -350,10 +350,16 @@ def _tensorboard(out_dir: Path) -> Any:
 
 # ------------------------------------------------------------------------------------- outputs
 def rewrite_metrics_until(path: Path, step: int) -> None:
-    """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically."""
+    """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically; a line that is not
+    JSON (torn by a kill in the middle of a write) goes too."""
     if not path.is_file():
         return
-    kept = [record for _, record in iter_jsonl(path) if record["step"] <= step]
+    kept = []
+    for _, record in iter_jsonl(path, return_errors=True):
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            log.warning("dropped from the metrics: %s", record if isinstance(record, Exception) else f"{path}: {record!r:.80}")
+        elif record["step"] <= step:
+            kept.append(record)
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 

@@ -2,20 +2,25 @@
 
 A stage that finished writes ``<out>/<stage>/DONE.json`` (atomically, with its command); a re-run
 skips it. An interrupted stage is simply run again: every command the pipeline calls resumes its own
-work (the data builder skips finished samples, ``mmclip-train`` takes ``--resume latest``).
+work (the data builder skips finished samples, ``mmclip-train`` takes ``--resume latest``). Ctrl-C is
+handed on to the running command, which stops cleanly (``mmclip-train`` saves a checkpoint first).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
-from mmgeolm_core.errors import InputError, JobError
+from mmgeolm_core.errors import InputError, Interrupted, JobError
 from mmgeolm_core.io import atomic_write_json
 
 DONE = "DONE.json"
@@ -89,12 +94,21 @@ def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) 
             log.write(f"\n$ {' '.join(argv)}\n")
             log.flush()
             tail: list[str] = []
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            # Its own session: the terminal's Ctrl-C reaches only the pipeline, which hands it on exactly once
+            # (a command that stops cleanly on the first Ctrl-C stops at once on a second one).
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env=env, start_new_session=True)
             assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail = (tail + [line.rstrip()])[-25:]
-            code = proc.wait()
+            try:
+                with _forward_termination(proc):
+                    for line in proc.stdout:
+                        log.write(line)
+                        tail = (tail + [line.rstrip()])[-25:]
+                    code = proc.wait()
+            except KeyboardInterrupt:
+                _interrupt(proc, log)
+                raise Interrupted(f"stage {stage.name!r} stopped (its log: {log_path}); run the same command again "
+                                  f"to resume: finished stages are skipped and this one resumes its own work") from None
             if code != 0:
                 raise StageError(
                     f"stage {stage.name!r} failed (exit code {code}) running: {' '.join(argv)}\n"
@@ -107,6 +121,44 @@ def run_stage(run_dir: Path, stage: Stage, echo: Callable[[str], None] = print) 
                                        "cpu_seconds": round(cpu, 1)})
     echo(f"[mmgeolm] {stage.name}: done in {seconds:.0f}s (CPU {cpu:.0f}s)")
     return seconds
+
+
+def _interrupt(proc: subprocess.Popen, log: TextIO) -> None:
+    """Hand Ctrl-C on to a stage's command and let it stop cleanly (saving what it can), its output still logged;
+    each further Ctrl-C hands on another one, the third kills it."""
+    for attempt in range(3):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL if attempt == 2 else signal.SIGINT)
+        except ProcessLookupError:
+            pass  # it has already exited
+        try:
+            for line in proc.stdout or ():
+                log.write(line)
+            proc.wait()
+            log.write(f"[mmgeolm] interrupted (Ctrl-C); the command exited with code {proc.returncode}\n")
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+@contextlib.contextmanager
+def _forward_termination(proc: subprocess.Popen) -> Iterator[None]:
+    """SIGTERM or SIGHUP to the pipeline (a scheduler's stop, a closed terminal) reaches the stage's command too,
+    which runs in its own session."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_stages(run_dir: Path, stages: Sequence[Stage], echo: Callable[[str], None] = print) -> dict[str, str]:
