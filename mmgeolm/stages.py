@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mmgeolm_core.errors import InputError, Interrupted, JobError
-from mmgeolm_core.io import atomic_write_json
+from mmgeolm_core.io import atomic_write_json, read_json
 
 DONE = "DONE.json"
 LOG = "stage.log"
@@ -72,6 +72,46 @@ def missing_before(run_dir: Path, stages: Sequence[Stage], start: str | None) ->
 
 def is_done(run_dir: Path, stage: Stage) -> bool:
     return (run_dir / stage.name / DONE).is_file()
+
+
+# Options that do not change what a stage produces: ``--resume latest`` (added when a stage resumes) and the
+# data builder's ``--workers`` (its output does not depend on it).
+_NEUTRAL = {("--resume", "latest"), ("--workers", None)}
+
+
+def _settings(commands: Sequence[Sequence[str]]) -> list[list[str]]:
+    """What a stage's commands say about its settings: each argv without its program (another environment
+    gives another path) and without the options that do not change the stage's outputs."""
+    out = []
+    for argv in commands:
+        args, kept, i = [str(a) for a in argv[1:]], [], 0
+        while i < len(args):
+            if i + 1 < len(args) and ((args[i], args[i + 1]) in _NEUTRAL or (args[i], None) in _NEUTRAL):
+                i += 2
+                continue
+            kept.append(args[i])
+            i += 1
+        out.append(kept)
+    return out
+
+
+def changed_settings(run_dir: Path, stages: Sequence[Stage]) -> list[str]:
+    """Finished stages whose commands (their settings) differ from the ones they ran with, each with the first
+    difference: a re-run would skip them and silently keep results made with other settings."""
+    changed = []
+    for stage in stages:
+        if not stage.enabled or not is_done(run_dir, stage):
+            continue
+        done = read_json(run_dir / stage.name / DONE)
+        before = _settings(done.get("commands", [])) if isinstance(done, dict) else []
+        now = _settings(stage.commands(run_dir / stage.name))
+        if before != now:
+            flat_before, flat_now = [a for c in before for a in c], [a for c in now for a in c]
+            i = next((i for i, (a, b) in enumerate(zip(flat_before, flat_now)) if a != b),
+                     min(len(flat_before), len(flat_now)))
+            changed.append(f"{stage.name} ({' '.join(flat_before[max(0, i - 1): i + 1]) or '-'} -> "
+                           f"{' '.join(flat_now[max(0, i - 1): i + 1]) or '-'})")
+    return changed
 
 
 def _children_cpu() -> float:
