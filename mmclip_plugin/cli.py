@@ -15,7 +15,7 @@ from mmclip_plugin.config import load_config
 from mmgeolm_core.cli import run_cli
 from mmgeolm_core.config import config_to_dict
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, check_output_file, read_text
+from mmgeolm_core.io import atomic_write_json, check_output_dir, check_output_file, read_text
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -137,6 +137,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         return 0
     if args.recipe is None or args.out is None:
         raise InputError("give an ablation RECIPE and --out DIR (or --list-arms)")
+    check_output_dir(args.out)
     ablation = load_ablation(args.recipe)
     if args.arms:
         ablation.arms = [get_arm(a).name for a in args.arms]

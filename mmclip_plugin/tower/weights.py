@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmclip_plugin.checkpoint_files import read_open_clip_config, weights_mismatch
-from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir, is_checkpoint_dir
+from mmclip_plugin.checkpoint_files import check_weights_file, read_open_clip_config, weights_mismatch
+from mmclip_plugin.model import OPEN_CLIP_CONFIG, check_checkpoint_dir, is_checkpoint_dir
 from mmclip_plugin.tower.timm_vit import register_timm_name, register_timm_names
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def load_visual(checkpoint: str | os.PathLike, device: str | torch.device = "cpu
     register_timm_names(model_cfg)
     preprocess_cfg = dict(cfg.get("preprocess_cfg") or {})
     preprocess_cfg.setdefault("size", model_cfg["vision_cfg"].get("image_size", 224))
-    weights = path / WEIGHTS_FILE
+    weights = check_weights_file(path)
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             state = {k[len("visual.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("visual.")}
