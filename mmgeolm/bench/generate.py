@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from mmgeolm.bench.base import PROMPT_STYLES, Benchmark, Item
 from mmgeolm.bench.registry import get_benchmark
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, read_json
+from mmgeolm_core.io import atomic_write_json, check_output_dir, read_json
 
 logger = logging.getLogger(__name__)
 SETTINGS_FILE = "generation.json"
@@ -62,10 +63,33 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_json(path, settings)
 
 
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_model_path(model_path: str, option: str = "--model-path") -> None:
+    """A local checkpoint directory or a Hugging Face hub id (``org/name``); checked before anything is written
+    (the model itself is loaded only when there is something left to answer).
+
+    Raises:
+        InputError: a missing local path, or a file.
+    """
+    path = Path(model_path)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{option} {model_path}: is a file; expected a checkpoint directory")
+    elif not _HUB_ID.fullmatch(model_path):
+        raise InputError(f"{option} {model_path}: no such directory (expected a LLaVA checkpoint directory or a "
+                         f"Hugging Face hub id org/name)")
+
+
 def generate_benchmark(args: argparse.Namespace) -> Path:
     """Run ``mmgeolm-bench generate`` from its parsed arguments; returns the predictions file."""
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise InputError(f"--batch-size and --max-new-tokens must be >= 1, got {args.batch_size}, {args.max_new_tokens}")
+    check_output_dir(args.out)
+    check_model_path(str(args.model_path))
+    if args.model_base:
+        check_model_path(str(args.model_base), "--model-base")
     bench = get_benchmark(args.bench)
     items = bench.read(args.questions, args.answers)
     if args.limit:
