@@ -33,6 +33,7 @@ from mmclip_plugin.ablation.arms import Arm, get_arm
 from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step
 from mmclip_plugin.ablation.report import format_table, summarise_seeds
 from mmclip_plugin.config import TrainConfig, build_config, config_to_dict, merge_dicts
+from mmgeolm_core.errors import Interrupted
 from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 
@@ -133,7 +134,13 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
                 per_arm[arm_name][seed] = json.loads(eval_file.read_text())
                 continue
             print(f"arm {arm_name} seed {seed}: running", file=sys.stderr)
-            per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress, bad)
+            try:
+                per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress, bad)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(f"arm {arm_name} seed {seed} stopped"
+                                  + (f" ({str(exc).split(';')[0]})" if isinstance(exc, Interrupted) else "")
+                                  + "; run the same command again to resume: finished arms are skipped and this one "
+                                    "continues from its last checkpoint") from None
     results = {name: summarise_seeds(runs) for name, runs in per_arm.items()}
     atomic_write_json(out / "ablation.json", results)
     atomic_write_text(out / "ablation.md", format_table(ablation, results))
