@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from data_recipes.diagrams.questions import exact_match
 from llava_patches.loader import load_pretrained_model
-from llava_patches.predict import answer, load_image
+from llava_patches.predict import answer_batch, load_image
 from mmgeolm_core.io import atomic_write_text
 
 
@@ -57,17 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--questions", required=True, type=Path)
     parser.add_argument("--image-folder", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="output folder for answers.jsonl and score.json")
-    parser.add_argument("--conv-mode", default="v1")
+    parser.add_argument("--conv-mode", default=None,
+                        help="conversation template (default: qwen_2 for a llava_qwen checkpoint, else v1)")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call (left-padded)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     questions = read_questions(args.questions)
     tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, device=args.device)
     results = []
-    for q in tqdm(questions, desc="answering", unit="question"):
-        image = load_image(args.image_folder / q["image"])
-        prediction = answer(tokenizer, model, image_processor, image, q["question"], args.conv_mode, args.max_new_tokens)
-        results.append({**q, "prediction": prediction, "correct": exact_match(prediction, q["answer"])})
+    with tqdm(total=len(questions), desc="answering", unit="question") as bar:
+        for start in range(0, len(questions), args.batch_size):
+            batch = questions[start : start + args.batch_size]
+            images = [load_image(args.image_folder / q["image"]) for q in batch]
+            predictions = answer_batch(tokenizer, model, image_processor, images, [q["question"] for q in batch],
+                                       args.conv_mode, args.max_new_tokens)
+            for q, prediction in zip(batch, predictions):
+                results.append({**q, "prediction": prediction, "correct": exact_match(prediction, q["answer"])})
+            bar.update(len(batch))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     summary = score(results)

@@ -6,9 +6,21 @@ under ``deepspeed --module llava_patches.train`` and ``torchrun -m llava_patches
 single process with ``--deepspeed`` (:func:`single_process_env`).
 
 Active only while :func:`training_patches` is entered, all restored on exit:
-- the ``mmclip:`` tower builder (:func:`llava_patches.register.registered`);
+- the ``mmclip:`` tower builder, the ``llava_qwen`` Auto classes and the ``qwen_*`` templates
+  (:func:`llava_patches.register.registered`);
 - ``llava.train.train.LLaVATrainer`` -> a subclass for a trainable tower (:mod:`llava_patches.trainer`);
-- ``llava.train.train.safe_save_model_for_hf_trainer`` -> its CPU-safe wrapper (:mod:`llava_patches.save`).
+- ``llava.train.train.safe_save_model_for_hf_trainer`` -> its CPU-safe wrapper (:mod:`llava_patches.save`);
+- ``llava.train.train.LlavaLlamaForCausalLM`` -> a stand-in that picks the class from the checkpoint's
+  ``config.model_type`` (Qwen2 -> ``LlavaQwen2ForCausalLM``; :mod:`llava_patches.dispatch`);
+- ``llava.train.train.preprocess`` -> ChatML label masking for the ``qwen_*`` templates, upstream's otherwise
+  (:mod:`llava_patches.qwen_chat`);
+- ``llava.train.train.make_supervised_data_module`` -> the pad-token fix, the template check and a dataset
+  that carries its template into spawned worker processes (:mod:`llava_patches.train_data`);
+- ``llava.conversation.default_conversation``, which upstream ``train()`` sets from ``--version``, is put back.
+
+Before upstream runs, :func:`check_arguments` refuses the combinations upstream would silently get wrong:
+an unknown ``--version`` (upstream falls back to ``vicuna_v1``), and a non-MPT checkpoint whose path
+contains ``"mpt"`` or a non-Llama LLM without ``--vision_tower`` (upstream picks those classes by path).
 """
 from __future__ import annotations
 
@@ -24,23 +36,79 @@ from llava_patches.patching import patched
 from llava_patches.register import registered
 
 TRAIN_MODULE = "llava.train.train"
+# The names in llava.train.train replaced while training (see the module doc).
+PATCHED_NAMES = (
+    "LLaVATrainer", "safe_save_model_for_hf_trainer", "LlavaLlamaForCausalLM", "preprocess",
+    "make_supervised_data_module",
+)  # fmt: skip
 
 
 @contextlib.contextmanager
 def training_patches(extra: ExtraArguments) -> Iterator[None]:
     """Enter every patch the training entry point needs; restore upstream on exit."""
+    from llava_patches.dispatch import ModelClassByConfig
+    from llava_patches.qwen_chat import make_preprocess
     from llava_patches.save import make_cpu_safe_save
+    from llava_patches.train_data import make_data_module_factory
     from llava_patches.trainer import make_trainer_class
 
     check_upstream()
-    base_trainer = get_upstream_symbol(TRAIN_MODULE, "LLaVATrainer")
-    upstream_save = get_upstream_symbol(TRAIN_MODULE, "safe_save_model_for_hf_trainer")
-    with (
-        registered(),
-        patched(TRAIN_MODULE, "LLaVATrainer", make_trainer_class(base_trainer, extra)),
-        patched(TRAIN_MODULE, "safe_save_model_for_hf_trainer", make_cpu_safe_save(upstream_save)),
-    ):
+    upstream = {name: get_upstream_symbol(TRAIN_MODULE, name) for name in PATCHED_NAMES}
+    replacements = {
+        "LLaVATrainer": make_trainer_class(upstream["LLaVATrainer"], extra),
+        "safe_save_model_for_hf_trainer": make_cpu_safe_save(upstream["safe_save_model_for_hf_trainer"]),
+        "LlavaLlamaForCausalLM": ModelClassByConfig(upstream["LlavaLlamaForCausalLM"], where=f"{TRAIN_MODULE}.train()"),
+        "preprocess": make_preprocess(upstream["preprocess"]),
+        "make_supervised_data_module": make_data_module_factory(upstream["make_supervised_data_module"]),
+    }
+    conversation = get_upstream_symbol("llava.conversation", "default_conversation")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(registered())
+        for name in PATCHED_NAMES:
+            stack.enter_context(patched(TRAIN_MODULE, name, replacements[name]))
+        # upstream train() sets llava.conversation.default_conversation and never restores it
+        stack.enter_context(patched("llava.conversation", "default_conversation", conversation))
         yield
+
+
+def _flag(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` / ``--name=VALUE`` in ``argv`` (the last one wins, as in argparse)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1 :]
+    return value
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Refuse upstream arguments that upstream ``train()`` would silently mishandle (see the module doc).
+
+    Raises:
+        ValueError: naming the argument, its value and what to do instead.
+    """
+    from llava_patches.dispatch import MODEL_TYPE_FAMILY, checkpoint_model_type
+    from llava_patches.qwen_chat import TEMPLATE_NAMES
+
+    version = _flag(argv, "--version")
+    conv_templates = get_upstream_symbol("llava.conversation", "conv_templates")
+    known = {"v0", "v0.5", *conv_templates, *TEMPLATE_NAMES}
+    if version is not None and version not in known:
+        raise ValueError(f"--version {version!r} is not a conversation template (upstream would silently use "
+                         f"vicuna_v1); known: {', '.join(sorted(known))}")
+    path = _flag(argv, "--model_name_or_path")
+    if path is None:
+        return
+    cache_dir = _flag(argv, "--cache_dir")
+    family = MODEL_TYPE_FAMILY.get(checkpoint_model_type(path, **({"cache_dir": cache_dir} if cache_dir else {})))
+    if _flag(argv, "--vision_tower") is None:
+        if family != "llama":
+            raise ValueError(f"--model_name_or_path {path}: without --vision_tower upstream trains it as "
+                             "transformers.LlamaForCausalLM; only Llama-family models are supported there")
+    elif "mpt" in path and family != "mpt":
+        raise ValueError(f"--model_name_or_path {path} contains 'mpt', so upstream train() would build an MPT model "
+                         "for it; rename or symlink the directory")
 
 
 def uses_deepspeed(argv: Sequence[str]) -> bool:
@@ -96,6 +164,7 @@ def main(argv: Sequence[str] | None = None, attn_implementation: str | None = No
     single_process_env(upstream_argv)
     train = get_upstream_symbol(TRAIN_MODULE, "train")
     with _argv(upstream_argv), training_patches(extra):
+        check_arguments(upstream_argv)
         train(attn_implementation=attn_implementation)
 
 

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from llava_patches.tiny_llm import is_tiny_llm
 from mmgeolm.recipe import LlavaStage, PipelineRecipe
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout
 from mmgeolm.stages import Stage, python_module
@@ -27,7 +28,7 @@ def _console(name: str) -> str:
 def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
     llava = recipe.llava
     args = [
-        "--model_name_or_path", str(run.tiny_llm) if llava.llm == "tiny" else llava.llm,
+        "--model_name_or_path", str(run.tiny_llm) if is_tiny_llm(llava.llm) else llava.llm,
         "--data_path", str(run.llava_data / ("stage1.json" if stage1 else "stage2.json")),
         "--image_folder", str(run.dataset),
         "--vision_tower", f"mmclip:{run.mmclip / 'final'}",
@@ -60,7 +61,7 @@ def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage,
                  "--pretrain_mm_mlp_adapter", str(run.llava_model(1) / "mm_projector.bin")]
     if stage.deepspeed or llava.deepspeed:
         args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
-    cpu = llava.llm == "tiny"
+    cpu = is_tiny_llm(llava.llm)
     args += ["--bf16", "False", "--fp16", "False", "--use_cpu", "True"] if cpu else ["--bf16", "True"]
     return args + llava.extra_args + stage.extra_args
 
@@ -117,9 +118,10 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     def llava_data(folder: Path) -> list[list[str]]:
         cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
                  "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed)]]
-        if recipe.llava.llm == "tiny":
-            cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
-                                      folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))
+        if is_tiny_llm(recipe.llava.llm):
+            cmds.append(python_module("llava_patches.tiny_llm", "--model", recipe.llava.llm, "--corpus",
+                                      folder / "stage1.json", folder / "stage2.json", "--out", run.tiny_llm,
+                                      "--seed", recipe.seed))
         return cmds
 
     def llava_stage(stage: LlavaStage, stage1: bool):

@@ -95,8 +95,10 @@ class LlavaStage:
 @dataclass
 class LlavaSection:
     enabled: bool = True
-    llm: str = "tiny"  # "tiny": a small random Llama built locally; else a model path or hub name
-    version: str = "v1"
+    # built locally on the run's texts: "tiny"/"tiny-llama" (random Llama), "tiny-qwen2" (random Qwen2);
+    # else a model path or hub name (Llama, Mistral, MPT, Qwen2/Qwen2.5)
+    llm: str = "tiny"
+    version: str = "v1"  # stage 2's template: v1 for Llama/Vicuna, qwen_2 / qwen_2_5 for Qwen
     deepspeed: str | None = None
     launcher: list[str] = field(default_factory=list)  # e.g. [deepspeed, --hostfile, hosts, --module]
     entry: str = "llava_patches.train"

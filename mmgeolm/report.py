@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from llava_patches.tiny_llm import is_tiny_llm  # noqa: E402
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
 from mmgeolm_core.cli import run_cli  # noqa: E402
@@ -341,7 +342,7 @@ def _bench_section(run: Path) -> list[str]:
     from mmgeolm.bench.paper import bench_section
 
     recipe = load_yaml_mapping(RunLayout(run).recipe, "run recipe") if RunLayout(run).recipe.is_file() else {}
-    tiny = ((recipe or {}).get("llava") or {}).get("llm") == "tiny"
+    tiny = is_tiny_llm(((recipe or {}).get("llava") or {}).get("llm") or "")
     lines = bench_section(RunLayout(run).bench, tiny)
     return [*lines, ""] if lines else []
 

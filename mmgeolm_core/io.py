@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any
 from mmgeolm_core.errors import InputError
 
 TMP_SUFFIX = ".tmp"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class FormatError(InputError):
@@ -283,6 +285,20 @@ def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise FormatError(path, f"expected a JSON list of records, got {type(data).__name__}")
     return [(f"record {i}", value) for i, value in enumerate(data)]
+
+
+def unique_name(raw: str, used: set[str], default: str = "item") -> str:
+    """A file-name-safe version of ``raw`` (ASCII letters, digits, ``._-``) not yet in ``used``; added to it.
+
+    ``"a b"`` -> ``"a_b"``; a second ``"a b"`` -> ``"a_b_2"``; nothing usable -> ``default``.
+    """
+    base = _UNSAFE_NAME.sub("_", raw).strip("._") or default
+    name, n = base, 1
+    while name in used:
+        n += 1
+        name = f"{base}_{n}"
+    used.add(name)
+    return name
 
 
 def is_finite_number(value: Any) -> bool:

@@ -36,7 +36,15 @@ from data_recipes.external.sandbox import Sandbox
 from data_recipes.formats.dataset import MANIFEST_FILE, write_samples
 from data_recipes.formats.reference import ReferenceRecord, read_reference
 from mmgeolm_core.errors import InputError, JobError
-from mmgeolm_core.io import FormatError, atomic_write_bytes, atomic_write_json, check_replaceable_dir, read_json, read_text
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_replaceable_dir,
+    read_json,
+    read_text,
+    unique_name,
+)
 
 FAMILY = "imported"
 log = logging.getLogger(__name__)
@@ -116,7 +124,7 @@ class Importer:
 
     def _new_sample(self, key: str, stem: str, png: bytes, caption: str, script: str | None = None) -> _Pending:
         """Write the positive (and its script) now: samples are streamed, not held in memory."""
-        sample_id = _unique(stem, self._used_ids)
+        sample_id = unique_name(stem, self._used_ids, "sample")
         sample = _Pending(sample_id, caption, f"images/{sample_id}.png")
         atomic_write_bytes(self.out / sample.image, png)
         if script is not None:
@@ -228,16 +236,6 @@ def _hardness(positive: np.ndarray, negative: np.ndarray) -> dict[str, float]:
 
         negative = np.asarray(Image.fromarray(negative).resize(positive.shape[1::-1]))
     return image_hardness(positive, negative)
-
-
-def _unique(raw: str, used: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in raw).strip("._") or "sample"
-    name, n = base, 1
-    while name in used:
-        n += 1
-        name = f"{base}_{n}"
-    used.add(name)
-    return name
 
 
 # --------------------------------------------------------------------------- CLI

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +42,8 @@ from data_recipes.external.perturb import (
 from data_recipes.external.sandbox import STATUSES
 from data_recipes.formats.reference import caption_from_conversations
 from mmgeolm_core.errors import InputError, Interrupted
-from mmgeolm_core.io import FormatError, atomic_write_json, check_output_dir, read_records
+from mmgeolm_core.io import FormatError, atomic_write_json, check_output_dir, read_records, unique_name
 
-SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 logger = logging.getLogger(__name__)
 
 
@@ -60,16 +58,6 @@ class BatchItem:
     error: str = ""
 
 
-def _safe_id(raw: str, used: set[str]) -> str:
-    base = SAFE_ID.sub("_", raw).strip("._") or "item"
-    name, n = base, 1
-    while name in used:
-        n += 1
-        name = f"{base}_{n}"
-    used.add(name)
-    return name
-
-
 def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
     """Every ``*.py`` of ``directory`` (sorted), with its sibling ``.txt`` caption when present."""
     items, used = [], set()
@@ -78,9 +66,9 @@ def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
         try:
             script = path.read_text(encoding="utf-8")
             caption = caption_path.read_text(encoding="utf-8").strip() if caption_path.is_file() else None
-            items.append(BatchItem(_safe_id(path.stem, used), script, caption or None, str(path)))
+            items.append(BatchItem(unique_name(path.stem, used), script, caption or None, str(path)))
         except (OSError, UnicodeDecodeError) as exc:
-            items.append(BatchItem(_safe_id(path.stem, used), None, None, str(path), f"cannot read: {exc}"))
+            items.append(BatchItem(unique_name(path.stem, used), None, None, str(path), f"cannot read: {exc}"))
     return items
 
 
@@ -124,7 +112,7 @@ def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> li
     for i, (place, record) in enumerate(read_records(path)):
         where = f"{path}: {place}"
         if not isinstance(record, dict):
-            items.append(BatchItem(_safe_id(f"record_{i}", used), None, None, where,
+            items.append(BatchItem(unique_name(f"record_{i}", used), None, None, where,
                                    f"{where}: expected a JSON object, got {type(record).__name__}"))
             continue
         image = record.get("positive_image_path") or record.get("image")
@@ -136,7 +124,7 @@ def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> li
             script, source, caption, error = None, "", None, f"cannot read the script: {exc}"
         except FormatError as exc:
             script, source, caption, error = None, "", None, exc.reason if exc.key is None else f"key '{exc.key}': {exc.reason}"
-        items.append(BatchItem(_safe_id(raw_id, used), script, caption, source or where,
+        items.append(BatchItem(unique_name(raw_id, used), script, caption, source or where,
                                f"{where}: {error}" if error else ""))
     return items
 
