@@ -199,6 +199,26 @@ def check_replaceable_dir(path: str | os.PathLike, *, option: str, what: str, is
     return path
 
 
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_model_path(value: str | os.PathLike, option: str = "--model-path") -> None:
+    """A local model directory or a Hugging Face hub id (``org/name``), checked before anything is loaded
+    (transformers would otherwise try the hub with a local path and print a page of tracebacks).
+
+    Raises:
+        InputError: a missing local path (one that cannot be a hub id), or a file.
+    """
+    text = os.fspath(value)
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{option} {text}: is a file; expected a model directory")
+    elif not _HUB_ID.fullmatch(text):
+        raise InputError(f"{option} {text}: no such directory (expected a model directory or a Hugging Face hub "
+                         f"id org/name)")
+
+
 # --------------------------------------------------------------------------- reading
 
 

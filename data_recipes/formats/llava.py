@@ -13,13 +13,21 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from data_recipes.diagrams.questions import make_questions, questions_for_sample
 from data_recipes.formats.dataset import read_samples_report
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, atomic_write_text, check_output_dir
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    iter_jsonl,
+    read_json,
+)
 
 logger = logging.getLogger(__name__)
 SUMMARY_FILE = "llava_data.json"
@@ -96,6 +104,75 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
                                                 "bad_records": len(problems),
                                                 "bad_record_details": [str(p) for p in problems]})
     return files
+
+
+# --------------------------------------------------------------------------- reading (LLaVA training JSON, questions)
+
+
+def read_llava_records(path: str | Path, image_folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """The records of a LLaVA training JSON list, checked as upstream's ``LazySupervisedDataset`` will use them.
+
+    Upstream reads a record only when its batch comes, so a bad one would stop a run hours in; every record
+    is checked here first. Each is ``{"conversations": [{"from": str, "value": str}, ...], "image"?: str}``;
+    with ``image_folder`` given, every image must exist under it.
+
+    Raises:
+        FormatError: an empty or unreadable file, or the first bad record (naming file, record and key).
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise FormatError(path, f"expected a JSON list of LLaVA records, got {type(data).__name__}")
+    if not data:
+        raise FormatError(path, "no records (expected a JSON list of LLaVA records)")
+    for i, record in enumerate(data):
+        where = f"record {i}" + (f" (id {record['id']})" if isinstance(record, dict) and "id" in record else "")
+        if not isinstance(record, dict):
+            raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", where=where)
+        turns = record.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise FormatError(path, f"expected a non-empty list of turns, got {turns!r:.80}", where=where,
+                              key="conversations")
+        for j, turn in enumerate(turns):
+            if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
+                raise FormatError(path, f'expected {{"from": str, "value": str}}, got {turn!r:.80}', where=where,
+                                  key=f"conversations[{j}]")
+        if "image" in record:
+            image = record["image"]
+            if not isinstance(image, str) or not image:
+                raise FormatError(path, f"expected an image path, got {image!r:.80}", where=where, key="image")
+            if image_folder is not None and not (Path(image_folder) / image).is_file():
+                raise FormatError(path, f"image {Path(image_folder) / image} does not exist (--image_folder "
+                                  f"{image_folder})", where=where, key="image")
+    return data
+
+
+QUESTION_KEYS = ("image", "question", "answer")
+
+
+def read_questions(path: str | Path, image_folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """The held-out questions (``questions.jsonl``, one ``{"image", "question", "answer", ...}`` per line).
+
+    Raises:
+        FormatError: an empty or unreadable file, a line that is not JSON, a missing key, or (with
+            ``image_folder``) an image that does not exist, naming the file, the line and the key.
+    """
+    path = Path(path)
+    questions = []
+    for lineno, record in iter_jsonl(path):
+        where = f"line {lineno}"
+        if not isinstance(record, dict):
+            raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", where=where)
+        for key in QUESTION_KEYS:
+            if not isinstance(record.get(key), str):
+                raise FormatError(path, f"expected a string, got {record.get(key)!r:.80}", where=where, key=key)
+        if image_folder is not None and not (Path(image_folder) / record["image"]).is_file():
+            raise FormatError(path, f"image {Path(image_folder) / record['image']} does not exist", where=where,
+                              key="image")
+        questions.append(record)
+    if not questions:
+        raise FormatError(path, "no questions (expected JSON lines of {\"image\", \"question\", \"answer\"})")
+    return questions
 
 
 # --------------------------------------------------------------------------- command line

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from mmgeolm.bench.base import PROMPT_STYLES, Benchmark, Item
 from mmgeolm.bench.registry import get_benchmark
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, check_output_dir, read_json
+from mmgeolm_core.io import atomic_write_json, check_model_path, check_output_dir, read_json
 
 logger = logging.getLogger(__name__)
 SETTINGS_FILE = "generation.json"
@@ -61,25 +60,6 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                              "or delete it")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, settings)
-
-
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
-
-
-def check_model_path(model_path: str, option: str = "--model-path") -> None:
-    """A local checkpoint directory or a Hugging Face hub id (``org/name``); checked before anything is written
-    (the model itself is loaded only when there is something left to answer).
-
-    Raises:
-        InputError: a missing local path, or a file.
-    """
-    path = Path(model_path)
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"{option} {model_path}: is a file; expected a checkpoint directory")
-    elif not _HUB_ID.fullmatch(model_path):
-        raise InputError(f"{option} {model_path}: no such directory (expected a LLaVA checkpoint directory or a "
-                         f"Hugging Face hub id org/name)")
 
 
 def generate_benchmark(args: argparse.Namespace) -> Path:
