@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench venv bubblewrap clean
+.PHONY: demo test test-all lint bench gpu-wheels venv bubblewrap clean
 
 venv: $(STAMP) bubblewrap
 
@@ -58,6 +58,16 @@ lint: $(STAMP)
 BENCHES := $(sort $(wildcard benchmarks/bench_*.py))
 bench: $(STAMP)
 	set -e; for b in $(BENCHES); do echo "== $$b"; $(PY) $$b; done
+
+# Wheels for the GPU check on a lent device machine (benchmarks/gpu_check.sh, docs/performance.md): the packages
+# of benchmarks/gpu_wheels.txt for its Python (3.12) on manylinux x86-64, without dependencies, into .whl/.
+GPU_PYTHON ?= 3.12
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r benchmarks/gpu_wheels.txt
+	@ls .whl && du -sh .whl
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
