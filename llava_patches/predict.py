@@ -21,6 +21,9 @@ from PIL import Image
 
 from llava_patches.compat import get_upstream_symbol
 from llava_patches.loader import load_pretrained_model
+from mmgeolm_core.cli import run_cli
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError, check_model_path
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -28,7 +31,7 @@ def load_image(path: str | Path) -> Image.Image:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: Pillow cannot read it.
+        FormatError: Pillow cannot read it (a ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
@@ -36,8 +39,8 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except OSError as exc:
-        raise ValueError(f"{path} is not an image Pillow can read: {exc}") from exc
+    except OSError as exc:  # a 0-byte, truncated or non-image file
+        raise FormatError(path, f"not an image Pillow can read: {exc}") from None
 
 
 def default_conv_mode(model: Any) -> str:
@@ -177,18 +180,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line, load the model, print the answer."""
-    args = _parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
-        raise SystemExit(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise SystemExit(f"--temperature must be >= 0, got {args.temperature}")
+        raise InputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if not (args.temperature >= 0):  # also refuses nan
+        raise InputError(f"--temperature must be >= 0, got {args.temperature}")
+    check_model_path(args.model_path)
+    if args.model_base:
+        check_model_path(args.model_base, "--model-base")
     torch.manual_seed(args.seed)
     image = load_image(args.image)
     tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, device=args.device)
     print(answer(tokenizer, model, image_processor, image, args.query, args.conv_mode, args.max_new_tokens, args.temperature))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, load the model, print the answer; returns the exit status (2: bad input)."""
+    return run_cli("python -m llava_patches.predict", _parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,9 +20,14 @@ scaffolding). Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from mmgeolm_core.cli import run_cli
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import check_output_dir
+
+PROG = "python -m llava_patches.tiny_llm"
 
 SCAFFOLDING = (
     "A chat between a curious human and an artificial intelligence assistant. "
@@ -220,8 +225,8 @@ def get_tiny_llm(name: str) -> Callable[..., Path]:
     return TINY_LLMS[key]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llava_patches.tiny_llm", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-llama", choices=list_tiny_llms(), help="which tiny LLM to build")
     parser.add_argument("--corpus", nargs="+", required=True, help="LLaVA-format JSON files whose texts train the tokenizer")
     parser.add_argument("--out", required=True, help="output model directory")
@@ -229,17 +234,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from data_recipes.formats.llava import read_llava_records
+
+    check_output_dir(args.out)
+    for name in ("hidden_size", "layers", "vocab_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     corpus: list[str] = []
     for path in args.corpus:
-        try:
-            corpus += conversation_texts(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"--corpus {path}: cannot read a LLaVA-format JSON list: {exc}") from exc
+        corpus += conversation_texts(read_llava_records(path))  # errors name the file, record and key
     build = get_tiny_llm(args.model)
     build(args.out, corpus, hidden_size=args.hidden_size, layers=args.layers, vocab_size=args.vocab_size, seed=args.seed)
     print(f"{args.model} written to {args.out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m llava_patches.tiny_llm``; returns the exit status (2: bad input)."""
+    return run_cli(PROG, build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

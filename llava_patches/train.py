@@ -20,7 +20,9 @@ Active only while :func:`training_patches` is entered, all restored on exit:
 
 Before upstream runs, :func:`check_arguments` refuses the combinations upstream would silently get wrong:
 an unknown ``--version`` (upstream falls back to ``vicuna_v1``), and a non-MPT checkpoint whose path
-contains ``"mpt"`` or a non-Llama LLM without ``--vision_tower`` (upstream picks those classes by path).
+contains ``"mpt"`` or a non-Llama LLM without ``--vision_tower`` (upstream picks those classes by path);
+:func:`check_inputs` checks the training JSON (every record, every image), the MMCLIP tower's checkpoint
+and the output folder, so bad input fails in seconds with one line (exit 2), not after the LLM is loaded.
 """
 from __future__ import annotations
 
@@ -29,11 +31,15 @@ import os
 import socket
 import sys
 from collections.abc import Iterator, MutableMapping, Sequence
+from pathlib import Path
 
 from llava_patches.args import ExtraArguments, parse_extra_args
 from llava_patches.compat import check_upstream, get_upstream_symbol, warn_on_untested_versions
 from llava_patches.patching import patched
 from llava_patches.register import registered
+from mmgeolm_core.cli import guarded, setup_logging
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import check_model_path, check_output_dir
 
 TRAIN_MODULE = "llava.train.train"
 # The names in llava.train.train replaced while training (see the module doc).
@@ -86,7 +92,7 @@ def check_arguments(argv: Sequence[str]) -> None:
     """Refuse upstream arguments that upstream ``train()`` would silently mishandle (see the module doc).
 
     Raises:
-        ValueError: naming the argument, its value and what to do instead.
+        InputError: naming the argument, its value and what to do instead.
     """
     from llava_patches.dispatch import MODEL_TYPE_FAMILY, checkpoint_model_type
     from llava_patches.qwen_chat import TEMPLATE_NAMES
@@ -95,20 +101,54 @@ def check_arguments(argv: Sequence[str]) -> None:
     conv_templates = get_upstream_symbol("llava.conversation", "conv_templates")
     known = {"v0", "v0.5", *conv_templates, *TEMPLATE_NAMES}
     if version is not None and version not in known:
-        raise ValueError(f"--version {version!r} is not a conversation template (upstream would silently use "
+        raise InputError(f"--version {version!r} is not a conversation template (upstream would silently use "
                          f"vicuna_v1); known: {', '.join(sorted(known))}")
     path = _flag(argv, "--model_name_or_path")
     if path is None:
         return
+    check_model_path(path, "--model_name_or_path")
     cache_dir = _flag(argv, "--cache_dir")
     family = MODEL_TYPE_FAMILY.get(checkpoint_model_type(path, **({"cache_dir": cache_dir} if cache_dir else {})))
     if _flag(argv, "--vision_tower") is None:
         if family != "llama":
-            raise ValueError(f"--model_name_or_path {path}: without --vision_tower upstream trains it as "
+            raise InputError(f"--model_name_or_path {path}: without --vision_tower upstream trains it as "
                              "transformers.LlamaForCausalLM; only Llama-family models are supported there")
     elif "mpt" in path and family != "mpt":
-        raise ValueError(f"--model_name_or_path {path} contains 'mpt', so upstream train() would build an MPT model "
+        raise InputError(f"--model_name_or_path {path} contains 'mpt', so upstream train() would build an MPT model "
                          "for it; rename or symlink the directory")
+
+
+def check_inputs(argv: Sequence[str]) -> None:
+    """Check, before a model is loaded, the files upstream would fail on only later: after loading the LLM,
+    or hours into the run when the batch holding a bad record or a missing image comes.
+
+    Raises:
+        InputError: a bad training JSON record or a missing image (file, record, key), an MMCLIP tower
+            checkpoint with a misspelt key or truncated weights, a missing projector or DeepSpeed file, an
+            unwritable ``--output_dir``.
+    """
+    from data_recipes.formats.llava import read_llava_records
+    from mmclip_plugin.checkpoint_files import check_weights_file
+    from mmclip_plugin.tower.weights import is_mmclip_name, read_vision_config, resolve_checkpoint
+
+    data, images = _flag(argv, "--data_path"), _flag(argv, "--image_folder")
+    if data is not None:
+        records = read_llava_records(data, images)
+        if images is None and any("image" in r for r in records):
+            raise InputError(f"--data_path {data}: its records have images; give --image_folder (the folder their "
+                             f"paths are relative to)")
+    tower = _flag(argv, "--vision_tower")
+    if tower is not None and is_mmclip_name(tower):
+        checkpoint = resolve_checkpoint(tower)  # both JSON files of the checkpoint, checked
+        read_vision_config(checkpoint)
+        check_weights_file(checkpoint)
+    for flag in ("--pretrain_mm_mlp_adapter", "--deepspeed"):
+        value = _flag(argv, flag)
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"{flag} {value}: no such file")
+    output = _flag(argv, "--output_dir")
+    if output is not None:
+        check_output_dir(output, "--output_dir")
 
 
 def uses_deepspeed(argv: Sequence[str]) -> bool:
@@ -152,21 +192,44 @@ def _argv(argv: Sequence[str]) -> Iterator[None]:
         sys.argv = saved
 
 
-def main(argv: Sequence[str] | None = None, attn_implementation: str | None = None) -> None:
-    """Parse our extra arguments, then run upstream ``train()`` inside :func:`training_patches`.
+PROG = "python -m llava_patches.train"
+
+
+def main(argv: Sequence[str] | None = None, attn_implementation: str | None = None, prog: str = PROG) -> int:
+    """Parse our extra arguments, check the inputs, then run upstream ``train()`` inside :func:`training_patches`.
+
+    Bad input ends as one line and exit status 2, a Ctrl-C as 130 (:mod:`mmgeolm_core.cli`); ``--debug``
+    (ours, taken out before upstream's parser) prints the traceback too.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
         attn_implementation: passed to upstream ``train()`` (None: transformers' default).
+        prog: the command's name in messages.
+
+    Returns:
+        The exit status.
     """
-    extra, upstream_argv = parse_extra_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    setup_logging()
+    return guarded(prog, lambda: _train(argv, attn_implementation), debug=debug)
+
+
+def _train(argv: list[str], attn_implementation: str | None) -> int:
+    try:
+        extra, upstream_argv = parse_extra_args(argv)
+    except ValueError as exc:  # a combination of our flags that makes no sense
+        raise InputError(str(exc)) from None
     warn_on_untested_versions()
     single_process_env(upstream_argv)
     train = get_upstream_symbol(TRAIN_MODULE, "train")
     with _argv(upstream_argv), training_patches(extra):
         check_arguments(upstream_argv)
+        check_inputs(upstream_argv)
         train(attn_implementation=attn_implementation)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

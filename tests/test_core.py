@@ -17,8 +17,18 @@ from mmgeolm_core.config import (
     parse_overrides,
     parse_yaml,
 )
-from mmgeolm_core.errors import InputError, JobError
-from mmgeolm_core.io import FormatError, atomic_directory, atomic_write_with, read_text, unique_name
+from mmgeolm_core.errors import InputError, Interrupted, JobError
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_directory,
+    atomic_write_with,
+    check_model_path,
+    check_output_dir,
+    check_output_file,
+    check_replaceable_dir,
+    read_text,
+    unique_name,
+)
 
 
 @dataclass
@@ -104,6 +114,13 @@ def test_unique_name():
     (PermissionError(errno.EACCES, "Permission denied", "/ro/out"), 2, "prog: /ro/out: Permission denied"),
     (OSError(errno.ENOSPC, "No space left on device", "/full"), 1, "prog: /full: No space left"),
     (KeyboardInterrupt(), 130, "prog: interrupted"),
+    # issue 19: a job that says what it kept; a read-only file system is the user's path, not a failed job;
+    # an atomic write's temporary file is not named, the target is
+    (Interrupted("stopped after step 4 of 9; continue with --resume latest"), 130,
+     "prog: interrupted: stopped after step 4 of 9; continue with --resume latest"),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out"), 2, "prog: /mnt/ro/out: Read-only file system"),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "/d/.eval.json.x1.tmp", None, "/d/eval.json"), 2,
+     "prog: /d/eval.json: is a directory (expected a file)"),
 ])
 def test_guarded_maps_expected_failures_to_one_line_and_a_status(capsys, exc, status, words):
     def fail():
@@ -135,3 +152,48 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write_with(tmp_path / "x.txt", half_then_crash)
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"] and (tmp_path / "x.txt").read_text() == "old"
+
+
+def test_output_paths_are_checked_before_any_work_and_nothing_is_created(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    for check, path, words in [
+        (check_output_file, tmp_path / "folder", "is a directory; expected a file name"),
+        (check_output_file, tmp_path / "notes.txt" / "x.json", "notes.txt is a file, not a directory"),
+        (check_output_dir, tmp_path / "notes.txt", "is a file; expected a directory"),
+        (check_output_dir, tmp_path / "notes.txt" / "sub", "notes.txt is a file, not a directory"),
+    ]:
+        with pytest.raises(InputError, match=words):
+            check(path, "--out")
+    assert check_output_file(tmp_path / "new" / "deeper" / "x.json") and check_output_dir(tmp_path / "new" / "dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "notes.txt"]  # nothing created
+
+
+def test_replaceable_dir_is_empty_or_ours_and_never_someone_elses(tmp_path):
+    ours = tmp_path / "ours"
+    (ours / "MARK").parent.mkdir()
+    (ours / "MARK").write_text("")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "thesis.tex").write_text("x")
+    (tmp_path / "empty").mkdir()
+
+    def check(path, overwrite):
+        return check_replaceable_dir(path, option="--out", what="our output", overwrite=overwrite,
+                                     is_ours=lambda p: (p / "MARK").is_file())
+
+    assert check(tmp_path / "empty", False) and check(ours, True) and check(ours, None)
+    with pytest.raises(InputError, match="exists and holds our output; pass --overwrite"):
+        check(ours, False)
+    for overwrite in (True, None):
+        with pytest.raises(InputError, match="holds files that are not our output; it is never replaced"):
+            check(tmp_path / "theirs", overwrite)
+
+
+def test_model_path_is_a_directory_or_a_hub_id(tmp_path):
+    (tmp_path / "f").write_text("x")
+    check_model_path(str(tmp_path))
+    check_model_path("liuhaotian/llava-v1.5-7b")  # a hub id is left to the hub
+    with pytest.raises(InputError, match="no such directory"):
+        check_model_path(str(tmp_path / "nope"))
+    with pytest.raises(InputError, match="is a file"):
+        check_model_path(str(tmp_path / "f"))

@@ -36,7 +36,15 @@ from data_recipes.external.sandbox import Sandbox
 from data_recipes.formats.dataset import MANIFEST_FILE, write_samples
 from data_recipes.formats.reference import ReferenceRecord, read_reference
 from mmgeolm_core.errors import InputError, JobError
-from mmgeolm_core.io import FormatError, atomic_write_bytes, atomic_write_json, read_text, unique_name
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_replaceable_dir,
+    read_json,
+    read_text,
+    unique_name,
+)
 
 FAMILY = "imported"
 log = logging.getLogger(__name__)
@@ -251,6 +259,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_isolation_argument(parser)
 
 
+def _is_import(folder: Path) -> bool:
+    """``folder`` holds the output of an earlier ``import`` (its manifest says so)."""
+    try:
+        manifest = read_json(folder / MANIFEST_FILE)
+    except (OSError, FormatError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("family") == FAMILY and "inputs" in manifest
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmgeolm-data import``: 0 when every record was imported, 1 when some were rejected (listed)."""
     sources = {"reference_image_negatives": args.reference_image_negatives,
@@ -260,9 +277,14 @@ def run_cli(args: argparse.Namespace) -> int:
     for name, path in sources.items():
         if path is not None and not path.exists():
             raise InputError(f"--{name.replace('_', '-')} {path}: no such file or directory")
-    # Whole files are read (and refused when unreadable or empty) before anything is written.
+    # The output folder is checked and whole files are read (and refused when unreadable or empty) before
+    # anything is written; a folder holding anything but an earlier import (a built data set) is never touched.
+    check_replaceable_dir(args.out, option="--out", what="an earlier import", is_ours=_is_import, overwrite=None)
     references = [(path, kind, *read_reference(path, kind)) for path, kind in
                   ((args.reference_image_negatives, "image"), (args.reference_text_negatives, "text")) if path]
+    if not args.pairs_dir and not any(records or problems for _, _, records, problems in references):
+        raise InputError(f"{', '.join(str(r[0]) for r in references)}: no records (expected a JSON list of "
+                         f"reference records)")
     sandbox = None
     try:
         if args.pairs_dir:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import logging
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,21 @@ import numpy as np
 
 from data_recipes.diagrams.hardness import image_hardness
 from data_recipes.external.edits import ScriptEdit, list_script_edits, propose_edits
-from data_recipes.external.isolation import IsolationUnavailable
 from data_recipes.external.sandbox import Sandbox
 from data_recipes.text_negatives.rules import object_kind, same_object
 from data_recipes.text_negatives.rules.grammar import Label
-from mmgeolm_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmgeolm_core.config import ConfigError, check, check_number
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    read_text,
+)
 
 MANIFEST = "manifest.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,15 +62,12 @@ class PerturbConfig:
     edit_types: tuple[str, ...] = field(default_factory=lambda: tuple(list_script_edits()))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num, int) or self.num < 1:
-            raise ValueError(f"PerturbConfig.num must be a positive integer, got {self.num!r}")
-        if not 0 < self.max_changed_fraction <= 1:
-            raise ValueError(f"PerturbConfig.max_changed_fraction must be in (0, 1], got {self.max_changed_fraction!r}")
-        if not -1 <= self.min_ssim < 1:
-            raise ValueError(f"PerturbConfig.min_ssim must be in [-1, 1), got {self.min_ssim!r}")
+        check_number(self.num, "num", ge=1, integer=True)
+        check_number(self.max_changed_fraction, "max_changed_fraction", gt=0, le=1)
+        check_number(self.min_ssim, "min_ssim", ge=-1, lt=1)
         unknown = [t for t in self.edit_types if t not in list_script_edits()]
-        if unknown or not self.edit_types:
-            raise ValueError(f"PerturbConfig.edit_types: unknown {unknown}; known: {list_script_edits()}")
+        check(not unknown and bool(self.edit_types), "edit_types", f"edit types among {list_script_edits()}",
+              unknown or list(self.edit_types))
 
     @property
     def attempts(self) -> int:
@@ -293,7 +298,7 @@ def add_isolation_argument(parser) -> None:
 
 
 NO_ISOLATION_WARNING = (
-    "warning: --no-isolation: scripts run WITHOUT kernel isolation (no bubblewrap): process limits and an "
+    "--no-isolation: scripts run WITHOUT kernel isolation (no bubblewrap): process limits and an "
     "audit hook only, which a hostile script can get around to read or write your files, reach local "
     "sockets or leave processes behind. Use it only for scripts you trust."
 )
@@ -302,7 +307,7 @@ NO_ISOLATION_WARNING = (
 def build_sandbox(args: argparse.Namespace, workers: int, command: str = "perturb-script") -> Sandbox:
     """The sandbox the command line asked for; prints the ``--no-isolation`` warning (once per batch)."""
     if args.no_isolation:
-        print(f"{command}: {NO_ISOLATION_WARNING}", file=sys.stderr)
+        logger.warning("%s: %s", command, NO_ISOLATION_WARNING)
     return Sandbox(workers=workers, timeout=args.timeout, memory_mb=args.memory_mb,
                    cpu_seconds=args.cpu_seconds, max_file_mb=args.max_file_mb, isolation=not args.no_isolation)
 
@@ -317,9 +322,20 @@ def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated edit types (default all: {','.join(list_script_edits())})")
 
 
+_OPTIONS = {"num": "--num", "max_changed_fraction": "--max-changed", "min_ssim": "--min-ssim", "edit_types": "--edits"}
+
+
 def build_perturb_config(args: argparse.Namespace) -> PerturbConfig:
-    return PerturbConfig(num=args.num, seed=args.seed, max_changed_fraction=args.max_changed,
-                         min_ssim=args.min_ssim, edit_types=tuple(e for e in args.edits.split(",") if e))
+    """The settings of the command line.
+
+    Raises:
+        InputError: a bad value, naming its option (``--min-ssim: expected a number >= -1 and < 1, got nan``).
+    """
+    try:
+        return PerturbConfig(num=args.num, seed=args.seed, max_changed_fraction=args.max_changed,
+                             min_ssim=args.min_ssim, edit_types=tuple(e for e in args.edits.split(",") if e))
+    except ConfigError as exc:
+        raise InputError(f"{_OPTIONS.get(exc.key or '', exc.key)}: {exc.reason}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -332,18 +348,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    try:
-        script = args.script.read_text(encoding="utf-8")
-        config = build_perturb_config(args)
-        sandbox = build_sandbox(args, args.workers)
-        sandbox.start()
-    except IsolationUnavailable as exc:
-        print(f"perturb-script: refusing to run {args.script}: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        print(f"perturb-script: {args.script}: {exc}", file=sys.stderr)
-        return 2
+    """``mmgeolm-data perturb-script``: 0 when K negatives were written, 1 when fewer were possible; bad input
+    (an unreadable script, bad settings, no kernel isolation) raises and exits 2 on the one error path."""
+    check_output_dir(args.out)
+    script = read_text(args.script)
+    config = build_perturb_config(args)
+    sandbox = build_sandbox(args, args.workers)
+    sandbox.start()
     with sandbox:
         result = perturb_script(script, args.out, config, sandbox, caption=args.caption, source=str(args.script))
-    print(f"{args.script}: {result.message} -> {args.out / MANIFEST}", file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    if not result.ok:
+        logger.warning("%s: %s -> %s", args.script, result.message, args.out / MANIFEST)
+        return 1
+    print(f"{args.script}: {result.message} -> {args.out / MANIFEST}")
+    return 0

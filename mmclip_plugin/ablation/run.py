@@ -33,6 +33,7 @@ from mmclip_plugin.ablation.arms import Arm, get_arm
 from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step
 from mmclip_plugin.ablation.report import format_table, summarise_seeds
 from mmclip_plugin.config import TrainConfig, build_config, config_to_dict, merge_dicts
+from mmgeolm_core.errors import Interrupted
 from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 
@@ -73,7 +74,7 @@ def save_initial_model(base: TrainConfig, seed: int, directory: Path) -> Path:
 
 
 def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, out: Path, samples: Sequence[Any],
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, bad: Sequence[Any] = ()) -> dict[str, Any]:
     """Train (unless done or not a training arm) and evaluate one arm for one seed; write its ``eval.json``."""
     from mmclip_plugin.checkpoint import find_latest
     from mmclip_plugin.distributed import resolve_device
@@ -98,7 +99,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
                     train_seconds=round(time.perf_counter() - start, 1))
     eval_cfg = EvalConfig(split=ablation.eval_split, batch_size=ablation.eval_batch_size, device=base.device)
     model = load_checkpoint(model_dir, device=resolve_device(eval_cfg.device))
-    result = evaluate_model(model, samples, eval_cfg)
+    result = evaluate_model(model, samples, eval_cfg, bad)
     result.update(checkpoint=str(model_dir), split=ablation.eval_split, **info)
     arm_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(eval_file, result)
@@ -120,7 +121,7 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     base = ablation.base_config()
     data = prepare_data(ablation, out)
-    samples = load_split(data, ablation.eval_split)
+    samples, bad = load_split(data, ablation.eval_split)
     base = build_config(TrainConfig, merge_dicts(config_to_dict(base), {"data": {"train": str(data)}}), ablation.source)
     per_arm: dict[str, dict[int, dict[str, Any]]] = {}
     for arm_name in ablation.arms:
@@ -133,7 +134,13 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
                 per_arm[arm_name][seed] = json.loads(eval_file.read_text())
                 continue
             print(f"arm {arm_name} seed {seed}: running", file=sys.stderr)
-            per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress)
+            try:
+                per_arm[arm_name][seed] = run_arm(ablation, base, arm, seed, out, samples, progress, bad)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(f"arm {arm_name} seed {seed} stopped"
+                                  + (f" ({str(exc).split(';')[0]})" if isinstance(exc, Interrupted) else "")
+                                  + "; run the same command again to resume: finished arms are skipped and this one "
+                                    "continues from its last checkpoint") from None
     results = {name: summarise_seeds(runs) for name, runs in per_arm.items()}
     atomic_write_json(out / "ablation.json", results)
     atomic_write_text(out / "ablation.md", format_table(ablation, results))
