@@ -7,6 +7,8 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
+# DeepSpeed's JIT-compiled ops live in the environment, not in a cache shared with other checkouts.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: demo test test-all lint bench gpu-wheels venv bubblewrap clean
 
@@ -38,6 +40,9 @@ $(STAMP): setup.py Makefile
 	# Upstream LLaVA pins 2023 versions of everything: install it alone, its real dependencies come from our extras.
 	$(PIP) install -q --no-deps llava-torch==1.2.2.post1
 	$(PIP) install -q -e ".[all,embeddings]"
+	# DeepSpeed compiles its CPU shared-memory op on first use (about a minute on 2 cores): do it once here,
+	# into the environment, rather than inside the first test or training run that starts DeepSpeed.
+	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null
 	touch $(STAMP)
 
 # The whole pipeline on the embedded CPU recipe: data, negatives, MMCLIP, evaluation, LLaVA stages 1-2, answers.
