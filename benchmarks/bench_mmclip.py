@@ -30,9 +30,11 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
+from measure import median, peak_memory, reset_peak_memory, sync, time_interleaved
 
 VARIANTS = ("ours", "clip", "loop")
 
@@ -63,14 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------- one variant
 def build(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
+    """The model (seed 0; ``args.grad_checkpointing`` optional) and our loss (caption negatives off at K = 0)."""
     from mmclip_plugin.config import ModelConfig
     from mmclip_plugin.losses import LossConfig, configure_scalars
     from mmclip_plugin.model import create_model
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = create_model(ModelConfig(name=args.model, force_image_size=args.image_size), device=device)
-    loss_cfg = LossConfig(in_batch="softmax", image_negatives="sigmoid", text_negatives="softmax")
+    model = create_model(ModelConfig(name=args.model, force_image_size=args.image_size,
+                                     grad_checkpointing=getattr(args, "grad_checkpointing", False)), device=device)
+    loss_cfg = LossConfig(in_batch="softmax", image_negatives="sigmoid",
+                          text_negatives="softmax" if args.text_negatives else None)
     if args.worker != "clip":
         configure_scalars(model, loss_cfg)
     return model, loss_cfg, device
@@ -90,71 +95,92 @@ def make_batch(args: argparse.Namespace, model: Any, device: torch.device) -> di
         "neg_texts": torch.randint(1, vocab, (b, kt, length), generator=g),
         "neg_text_mask": torch.ones(b, kt, dtype=torch.bool),
         "neg_text_kind": torch.zeros(b, kt, dtype=torch.long),
+        # the plain-CLIP baseline's captions: one of its own for each of the B (1 + K) images
+        "pair_texts": torch.randint(1, vocab, (b * (1 + ki), length), generator=g),
     }
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def step_fn(args: argparse.Namespace, model: Any, loss_cfg: Any, batch: dict[str, torch.Tensor]):
-    """A closure running one training step of the chosen variant; returns (step, images per step)."""
+def make_loss_fn(args: argparse.Namespace, model: Any, loss_cfg: Any,
+                 batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """A closure computing the chosen variant's loss on ``batch``; the caller sets autocast and grad mode."""
     from open_clip.loss import ClipLoss
 
     from mmclip_plugin.losses import HardNegativeLoss
     from mmclip_plugin.losses.reference import reference_loop_loss
     from mmclip_plugin.train_setup import ContrastiveForward
 
-    device = batch["images"].device
-    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    b, ki = args.batch_size, args.image_negatives
     if args.worker == "clip":
-        # the same images as ours, as B (1 + K) plain pairs
+        # the same images as ours, as B (1 + K) plain image-caption pairs
         images = torch.cat([batch["images"], batch["neg_images"].flatten(0, 1)])
-        texts = torch.cat([batch["texts"], batch["texts"].repeat_interleave(ki, 0)])
+        texts = batch["pair_texts"]
         clip_loss = ClipLoss()
 
-        def loss_of() -> torch.Tensor:
+        def clip_loss_of() -> torch.Tensor:
             img = model.encode_image(images)
             txt = model.encode_text(texts)
             return clip_loss(img.float(), txt.float(), model.logit_scale.exp().float())
-    else:
-        forward = ContrastiveForward(model)
-        ours = HardNegativeLoss(loss_cfg)
 
-        def loss_of() -> torch.Tensor:
-            f = forward(batch)
-            feats = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in f.items()}
-            if args.worker == "ours":
-                return ours(feats["image_features"], feats["text_features"], feats["logit_scale"], feats["logit_bias"],
-                            neg_image_features=feats["neg_image_features"], neg_image_mask=batch["neg_image_mask"],
-                            neg_text_features=feats["neg_text_features"], neg_text_mask=batch["neg_text_mask"],
-                            neg_text_kind=batch["neg_text_kind"])["loss"]
-            return reference_loop_loss(feats["image_features"], feats["text_features"], feats["logit_scale"],
-                                       feats["logit_bias"], neg_image_features=feats["neg_image_features"],
-                                       neg_text_features=feats["neg_text_features"])["loss"]
+        return clip_loss_of
+    forward = ContrastiveForward(model)
+    ours = HardNegativeLoss(loss_cfg)
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+    def loss_of() -> torch.Tensor:
+        f = forward(batch)
+        feats = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in f.items()}
+        if args.worker == "ours":
+            return ours(feats["image_features"], feats["text_features"], feats["logit_scale"], feats["logit_bias"],
+                        neg_image_features=feats["neg_image_features"], neg_image_mask=batch["neg_image_mask"],
+                        neg_text_features=feats["neg_text_features"], neg_text_mask=batch["neg_text_mask"],
+                        neg_text_kind=batch["neg_text_kind"])["loss"]
+        return reference_loop_loss(feats["image_features"], feats["text_features"], feats["logit_scale"],
+                                   feats["logit_bias"], neg_image_features=feats["neg_image_features"],
+                                   neg_text_features=feats["neg_text_features"])["loss"]
+
+    return loss_of
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed precision the way our trainer applies it (``fp32``: autocast off)."""
+    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+
+
+def step_fn(args: argparse.Namespace, model: Any, loss_of: Callable[[], torch.Tensor],
+            device: torch.device) -> Callable[[], torch.Tensor]:
+    """One training step (autocast forward and loss, backward, AdamW step); returns the detached loss."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=getattr(args, "lr", 1e-5))
+
+    def step() -> torch.Tensor:
+        with autocast(device, args.precision):
             loss = loss_of()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.detach()  # read by the caller after timing: .item() here would sync every step
 
-    return step, b * (1 + ki)
+    return step
 
 
-def prepare(args: argparse.Namespace, variant: str):
+class Prepared(NamedTuple):
+    """One variant ready to run: its step, images per step, device, model and loss closure."""
+
+    step: Callable[[], torch.Tensor]
+    images_per_step: int
+    device: torch.device
+    model: Any
+    loss_of: Callable[[], torch.Tensor]
+
+
+def prepare(args: argparse.Namespace, variant: str) -> Prepared:
     """Model, batch and step closure of ``variant`` (each variant gets its own model and optimizer)."""
     args = argparse.Namespace(**{**vars(args), "worker": variant})
     model, loss_cfg, device = build(args)
     model.train()
     batch = make_batch(args, model, device)
-    step, images = step_fn(args, model, loss_cfg, batch)
-    return step, images, device
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    loss_of = make_loss_fn(args, model, loss_cfg, batch)
+    return Prepared(step_fn(args, model, loss_of, device), args.batch_size * (1 + args.image_negatives), device,
+                    model, loss_of)
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,15 +189,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    step, images, device = prepare(args, args.worker)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    step, images, device, _, _ = prepare(args, args.worker)
+    reset_peak_memory(device)
     for _ in range(max(2, args.warmup)):
         step()
-    _sync(device)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
+    peak = peak_memory(device)  # CUDA; None on the CPU, where this process's peak RSS stands in
+    if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     counter = FlopCounterMode(display=False)
     with counter:
@@ -180,26 +203,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             "flops_per_step": counter.get_total_flops()}
 
 
-def time_interleaved(args: argparse.Namespace) -> dict[str, float]:
+def time_variants(args: argparse.Namespace) -> dict[str, float]:
     """Seconds per step of each variant: rounds alternate the variants (fair on a shared machine); median."""
-    import statistics
-
     prepared = {v: prepare(args, v) for v in args.variants}
-    for step, _, _ in prepared.values():
-        for _ in range(args.warmup):
-            step()
-    times: dict[str, list[float]] = {v: [] for v in args.variants}
-    order = list(prepared)
-    for r in range(args.rounds):
-        for v in order[r % len(order):] + order[: r % len(order)]:  # rotate: no variant always runs first
-            step, _, device = prepared[v]
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            _sync(device)
-            times[v].append((time.perf_counter() - start) / args.steps)
-    return {v: statistics.median(t) for v, t in times.items()}
+    times = time_interleaved({v: p.step for v, p in prepared.items()}, args.device, args.warmup, args.rounds,
+                             calls=args.steps)
+    return {v: median(t) for v, t in times.items()}
 
 
 def run_variant(variant: str, argv: list[str]) -> dict[str, Any]:
@@ -238,8 +247,7 @@ def loss_only(args: argparse.Namespace) -> dict[str, float]:
         start = time.perf_counter()
         for _ in range(args.steps):
             fn().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         out[name] = (time.perf_counter() - start) / args.steps
     return out
 
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{b * (1 + ki)} images per step for every variant; median of {args.rounds} alternating rounds "
           f"of {args.steps} steps after {args.warmup}")
     results = {v: run_variant(v, argv) for v in args.variants}
-    for v, seconds in time_interleaved(args).items():
+    for v, seconds in time_variants(args).items():
         r = results[v]
         r.update(step_s=seconds, images_per_s=r["images_per_step"] / seconds,
                  mfu=r["flops_per_step"] / seconds / (args.peak_tflops * 1e12))

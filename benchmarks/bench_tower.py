@@ -14,13 +14,13 @@ median images/s of each, the ratio ours / upstream (goal >= 1.0x), and the max f
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from measure import median, time_interleaved
 
 from llava_patches.compat import get_upstream_symbol
 from mmclip_plugin.config import ModelConfig
@@ -65,70 +65,105 @@ def build_towers(args: argparse.Namespace, root: Path) -> tuple[torch.nn.Module,
     return ours.to(device=args.device, dtype=dtype), upstream.to(device=args.device, dtype=dtype)
 
 
-def build_llava(tower_name: str, args: argparse.Namespace) -> torch.nn.Module:
-    """A tiny random LLaVA-Llama (2 layers, width 256) whose vision tower is built by upstream's
-    ``initialize_vision_modules`` with the ``mmclip:`` names registered."""
+# LLaVA LLM families built by the LLaVA step: name -> (upstream module, config class, model class). Qwen2 joins
+# here once llava_patches serves a LLaVA-Qwen2 model.
+LLAVA_LLMS: dict[str, tuple[str, str, str]] = {
+    "llama": ("llava.model.language_model.llava_llama", "LlavaConfig", "LlavaLlamaForCausalLM"),
+}
+TINY_LLM = {"vocab_size": 1000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 1024}
+
+
+def build_llava(tower_name: str, args: argparse.Namespace, llm: str = "llama", llm_config: dict | None = None,
+                attn_implementation: str | None = None) -> torch.nn.Module:
+    """A random LLaVA model (default: a tiny 2-layer, width-256 Llama) whose vision tower is built by upstream's
+    ``initialize_vision_modules`` with the ``mmclip:`` names registered.
+
+    Args:
+        tower_name: ``mmclip:<checkpoint>`` (ours) or an HF CLIP directory (upstream's tower).
+        args: ``select_layer``, ``select_feature``, ``device`` and ``dtype`` of the run.
+        llm: a key of :data:`LLAVA_LLMS`.
+        llm_config: the language model's config keys (default :data:`TINY_LLM`).
+        attn_implementation: transformers' attention (``sdpa``, ``eager``, ``flash_attention_2``); None: its default.
+    """
     from llava_patches.register import registered
 
-    module = "llava.model.language_model.llava_llama"
-    config = get_upstream_symbol(module, "LlavaConfig")(
-        vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=1024,
-    )
+    if llm not in LLAVA_LLMS:
+        raise ValueError(f"unknown LLM family {llm!r}; known: {sorted(LLAVA_LLMS)}")
+    module, config_name, model_name = LLAVA_LLMS[llm]
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    config = get_upstream_symbol(module, config_name)(**(TINY_LLM if llm_config is None else llm_config), **extra)
     torch.manual_seed(0)
-    model = get_upstream_symbol(module, "LlavaLlamaForCausalLM")(config)
+    model = get_upstream_symbol(module, model_name)(config)
     model_args = types.SimpleNamespace(
         vision_tower=tower_name, mm_vision_select_layer=args.select_layer, mm_vision_select_feature=args.select_feature,
         pretrain_mm_mlp_adapter=None, mm_patch_merge_type="flat", mm_projector_type="mlp2x_gelu",
     )
     with registered():
         model.get_model().initialize_vision_modules(model_args)
+    # Loading each tower draws from the RNG differently, and the projector is built after it: draw the
+    # projector again from one seed, so that models with either tower start from the same weights.
+    torch.manual_seed(1)
+    for layer in model.get_model().mm_projector.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
     return model.to(device=args.device, dtype=DTYPES[args.dtype]).train()
 
 
-def llava_step_times(args: argparse.Namespace, names: dict[str, str], size: int) -> dict[str, float]:
-    """Median seconds per LLaVA training step (forward, backward, AdamW step; tower frozen) per tower."""
-    models = {name: build_llava(tower, args) for name, tower in names.items()}
-    optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-                  for name, m in models.items()}
-    gen = torch.Generator().manual_seed(2)
-    images = torch.randn(args.batch, 3, size, size, generator=gen).to(device=args.device, dtype=DTYPES[args.dtype])
-    input_ids = torch.randint(3, 1000, (args.batch, 64), generator=gen)
+def llava_inputs(batch: int, text_tokens: int, vocab: int, size: int, device: str, dtype: torch.dtype,
+                 seed: int = 2) -> dict[str, torch.Tensor]:
+    """Random ids with one image placeholder after the first token, labels masking those two, random images."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=gen).to(device=device, dtype=dtype)
+    input_ids = torch.randint(3, vocab, (batch, text_tokens), generator=gen)
     input_ids[:, 1] = -200  # llava.constants.IMAGE_TOKEN_INDEX
     labels = input_ids.clone()
     labels[:, :2] = -100
-    input_ids, labels = input_ids.to(args.device), labels.to(args.device)
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "images": images}
 
-    def step(name: str) -> float:
-        _sync(args.device)
-        start = time.perf_counter()
-        loss = models[name](input_ids=input_ids, labels=labels, images=images).loss
+
+def make_llava_step(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                    lr: float = 1e-4) -> Callable[[], torch.Tensor]:
+    """One training step (forward, backward, AdamW step over the trainable parameters; the tower stays
+    frozen); returns the detached loss."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step() -> torch.Tensor:
+        loss = model(**inputs).loss
         loss.backward()
-        optimizers[name].step()
-        optimizers[name].zero_grad(set_to_none=True)
-        _sync(args.device)
-        return time.perf_counter() - start
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(args.warmup + args.iters):
-        for name in list(models)[:: 1 if i % 2 == 0 else -1]:
-            elapsed = step(name)
-            if i >= args.warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return step
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def llava_step_times(args: argparse.Namespace, names: dict[str, str], size: int) -> dict[str, float]:
+    """Median seconds per LLaVA training step per tower, the towers' steps interleaved."""
+    inputs = llava_inputs(args.batch, 64, TINY_LLM["vocab_size"], size, args.device, DTYPES[args.dtype])
+    steps = {name: make_llava_step(build_llava(tower, args), inputs) for name, tower in names.items()}
+    times = time_interleaved(steps, args.device, args.warmup, args.iters)
+    return {name: median(t) for name, t in times.items()}
 
 
-def time_once(tower: torch.nn.Module, pixels: torch.Tensor, device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    tower(pixels)
-    _sync(device)
-    return time.perf_counter() - start
+def compare_forward(ours: torch.nn.Module, upstream: torch.nn.Module, batch: int, device: str, dtype: torch.dtype,
+                    warmup: int, iters: int) -> dict[str, float]:
+    """Images/s of both towers' forward on one random batch (interleaved) and how far their features differ.
+
+    Returns:
+        ``ours_images_per_s``, ``upstream_images_per_s``, ``max_abs_feature_diff`` and
+        ``rel_feature_diff`` (the norm of the difference over the norm of upstream's features).
+    """
+    size = ours.image_size
+    pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        a, b = ours(pixels).float(), upstream(pixels).float()
+        diff = {"max_abs_feature_diff": (a - b).abs().max().item(),
+                "rel_feature_diff": ((a - b).norm() / b.norm()).item()}
+        del a, b
+        times = time_interleaved({"ours": lambda: ours(pixels), "upstream": lambda: upstream(pixels)}, device,
+                                 warmup, iters)
+    return {f"{name}_images_per_s": batch / median(t) for name, t in times.items()} | diff
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,27 +184,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report_forward(args: argparse.Namespace, ours: torch.nn.Module, upstream: torch.nn.Module) -> None:
-    size = ours.image_size
-    pixels = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(1))
-    pixels = pixels.to(device=args.device, dtype=DTYPES[args.dtype])
-    with torch.no_grad():
-        diff = (ours(pixels).float() - upstream(pixels).float()).abs().max().item()
-        for _ in range(args.warmup):
-            time_once(ours, pixels, args.device)
-            time_once(upstream, pixels, args.device)
-        times: dict[str, list[float]] = {"ours": [], "upstream": []}
-        for i in range(args.iters):  # interleaved, alternating who goes first
-            order = [("ours", ours), ("upstream", upstream)][:: 1 if i % 2 == 0 else -1]
-            for name, tower in order:
-                times[name].append(time_once(tower, pixels, args.device))
-    ips = {name: args.batch / statistics.median(t) for name, t in times.items()}
-    print(f"model {args.model} @ {size}px, batch {args.batch}, {args.device} {args.dtype}, "
+    r = compare_forward(ours, upstream, args.batch, args.device, DTYPES[args.dtype], args.warmup, args.iters)
+    print(f"model {args.model} @ {ours.image_size}px, batch {args.batch}, {args.device} {args.dtype}, "
           f"select_layer {args.select_layer} / {args.select_feature}, {ours.num_patches} patches, "
           f"threads {torch.get_num_threads()}")
-    print(f"  MMCLIPVisionTower (ours)          {ips['ours']:9.2f} images/s")
-    print(f"  upstream CLIPVisionTower (HF)     {ips['upstream']:9.2f} images/s")
-    print(f"  ratio ours / upstream             {ips['ours'] / ips['upstream']:9.3f}x   (goal >= 1.0x)")
-    print(f"  max |feature difference|          {diff:9.2e}")
+    print(f"  MMCLIPVisionTower (ours)          {r['ours_images_per_s']:9.2f} images/s")
+    print(f"  upstream CLIPVisionTower (HF)     {r['upstream_images_per_s']:9.2f} images/s")
+    print(f"  ratio ours / upstream             {r['ours_images_per_s'] / r['upstream_images_per_s']:9.3f}x   "
+          "(goal >= 1.0x)")
+    print(f"  max |feature difference|          {r['max_abs_feature_diff']:9.2e}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,14 @@ REQUIRED_SYMBOLS: tuple[tuple[str, str], ...] = (
     ("llava.train.train", "train"),
     ("llava.train.train", "LLaVATrainer"),
     ("llava.train.train", "safe_save_model_for_hf_trainer"),
+    ("llava.train.train", "LlavaLlamaForCausalLM"),
+    ("llava.train.train", "preprocess"),
+    ("llava.train.train", "make_supervised_data_module"),
+    ("llava.train.train", "LazySupervisedDataset"),
+    ("llava.model.llava_arch", "LlavaMetaModel"),
+    ("llava.model.llava_arch", "LlavaMetaForCausalLM"),
+    ("llava.conversation", "conv_templates"),
+    ("llava.mm_utils", "tokenizer_image_token"),
 )
 
 

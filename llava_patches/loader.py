@@ -1,14 +1,18 @@
 """Inference loading: upstream ``load_pretrained_model`` with MMCLIP towers, on GPU or CPU.
 
 :func:`load_pretrained_model` registers the ``mmclip:`` builder and calls upstream's loader, so a
-checkpoint whose config says ``mm_vision_tower: mmclip:<dir>`` reloads anywhere. Three upstream traits
-are handled here rather than left to the caller:
+checkpoint whose config says ``mm_vision_tower: mmclip:<dir>`` reloads anywhere (and ``llava_qwen``
+resolves with ``AutoConfig``). Four upstream traits are handled here rather than left to the caller:
 
 - upstream decides "is this a LLaVA model" by ``'llava' in model_name``; when the checkpoint's config has
   ``mm_vision_tower`` we make sure the name says so (other name cues such as ``mistral`` are kept);
+- upstream picks the model class from substrings of the name (``mpt``, ``mistral``, else Llama), so a
+  Qwen2 LLaVA would reload as Llama without its q/k/v biases. For the duration of the call, the classes
+  upstream's builder calls ``from_pretrained`` on are replaced by stand-ins that dispatch on the
+  checkpoint's ``config.model_type`` (:class:`llava_patches.dispatch.ModelClassByConfig`; a class that
+  cannot hold that model type raises);
 - upstream always loads non-quantised weights as float16; ``dtype`` (default float32 on CPU) is honoured
-  by substituting, for the duration of the call, the model classes upstream's builder calls
-  ``from_pretrained`` on;
+  by the same stand-ins;
 - a trained tower saved inside the checkpoint (``<model_path>/mmclip_tower``, see
   :mod:`llava_patches.save`) is used even when the checkpoint directory was moved.
 """
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 
 from llava_patches.compat import get_upstream_symbol
+from llava_patches.dispatch import ModelClassByConfig
 from llava_patches.patching import patched
 from llava_patches.register import registered
 from llava_patches.save import TOWER_SUBDIR_KEY
@@ -69,25 +74,14 @@ def relocated_tower_name(model_path: str | Path, config: dict[str, Any]) -> str 
     return f"mmclip:{tower_dir}"
 
 
-class _FromPretrainedWithDtype:
-    """Stands in for a model class in upstream's builder: ``from_pretrained`` with our ``torch_dtype``."""
-
-    def __init__(self, cls: Any, dtype: torch.dtype, config: Any | None) -> None:
-        self.cls, self.dtype, self.config = cls, dtype, config
-
-    def from_pretrained(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["torch_dtype"] = self.dtype
-        if self.config is not None and "config" not in kwargs:
-            kwargs["config"] = self.config
-        return self.cls.from_pretrained(*args, **kwargs)
-
-
 @contextlib.contextmanager
-def _model_classes(dtype: torch.dtype, config: Any | None) -> Iterator[None]:
+def _model_classes(dtype: torch.dtype | None, config: Any | None) -> Iterator[None]:
+    """Upstream's builder's classes -> stand-ins that dispatch on model type (and force ``dtype``)."""
     with contextlib.ExitStack() as stack:
         for name in _MODEL_CLASS_NAMES:
             cls = get_upstream_symbol(BUILDER_MODULE, name)
-            stack.enter_context(patched(BUILDER_MODULE, name, _FromPretrainedWithDtype(cls, dtype, config)))
+            stand_in = ModelClassByConfig(cls, where=f"{BUILDER_MODULE}.load_pretrained_model", torch_dtype=dtype, config=config)
+            stack.enter_context(patched(BUILDER_MODULE, name, stand_in))
         yield
 
 
@@ -116,14 +110,16 @@ def load_pretrained_model(
     config = read_checkpoint_config(model_path)
     model_name = model_name or infer_model_name(model_path, config)
     dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
-    override = None
-    tower_name = relocated_tower_name(model_path, config)
-    if tower_name is not None and model_base is None:
-        AutoConfig = get_upstream_symbol(BUILDER_MODULE, "AutoConfig")  # noqa: N806
-        override = AutoConfig.from_pretrained(str(model_path))
-        override.mm_vision_tower = tower_name
     quantised = kwargs.get("load_8bit") or kwargs.get("load_4bit")
-    with registered(), (contextlib.nullcontext() if quantised else _model_classes(dtype, override)):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(registered())  # also makes AutoConfig know llava_qwen
+        override = None
+        tower_name = relocated_tower_name(model_path, config)
+        if tower_name is not None and model_base is None:
+            AutoConfig = get_upstream_symbol(BUILDER_MODULE, "AutoConfig")  # noqa: N806
+            override = AutoConfig.from_pretrained(str(model_path))
+            override.mm_vision_tower = tower_name
+        stack.enter_context(_model_classes(None if quantised else dtype, override))
         tokenizer, model, image_processor, context_len = upstream_load(
             str(model_path), model_base, model_name, device=device, **kwargs
         )

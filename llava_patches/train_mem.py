@@ -21,10 +21,10 @@ def select_attn_implementation() -> str:
     return "sdpa"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run :func:`llava_patches.train.main` with :func:`select_attn_implementation`."""
-    train_main(argv, attn_implementation=select_attn_implementation())
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run :func:`llava_patches.train.main` with :func:`select_attn_implementation`; returns the exit status."""
+    return train_main(argv, attn_implementation=select_attn_implementation(), prog="python -m llava_patches.train_mem")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -28,7 +28,7 @@ import torch
 from mmclip_plugin.model import MMCLIPModel, check_checkpoint_dir
 from mmgeolm_core.config import save_config
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_directory
+from mmgeolm_core.io import FormatError, atomic_directory
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -140,17 +140,23 @@ def load_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_weights(model: MMCLIPModel, path: str | os.PathLike) -> None:
-    """Load a checkpoint's safetensors weights into an already built model of the same architecture."""
+    """Load a checkpoint's safetensors weights into an already built model of the same architecture.
+
+    Raises:
+        FormatError: the weights file is truncated or does not fit the model (naming the file).
+    """
     from safetensors.torch import load_file
 
-    from mmclip_plugin.model import WEIGHTS_FILE
+    from mmclip_plugin.checkpoint_files import check_weights_file, weights_mismatch
 
-    state = load_file(str(Path(path) / WEIGHTS_FILE))
-    missing, unexpected = model.clip.load_state_dict(state, strict=False)
+    weights = check_weights_file(path)
+    try:
+        missing, unexpected = model.clip.load_state_dict(load_file(str(weights)), strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        raise weights_mismatch(path, exc) from None
     if missing or unexpected:
-        raise ValueError(
-            f"{Path(path) / WEIGHTS_FILE} does not match the configured model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise FormatError(weights, f"does not match the configured model: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}")
 
 
 def rng_state() -> dict[str, Any]:

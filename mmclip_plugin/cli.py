@@ -15,7 +15,7 @@ from mmclip_plugin.config import load_config
 from mmgeolm_core.cli import run_cli
 from mmgeolm_core.config import config_to_dict
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, read_text
+from mmgeolm_core.io import atomic_write_json, check_output_dir, check_output_file, read_text
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     from mmclip_plugin.train import train  # torch and open_clip load only when training
 
+    cfg.progress = cfg.progress and not args.quiet
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.history:
         print(f"final loss {result.final_loss:.4f} after {result.steps} steps; model: {result.final_dir}")
@@ -82,6 +83,9 @@ def run_eval(args: argparse.Namespace) -> int:
     """``mmclip-eval``: evaluate every checkpoint on the same split; print, and write JSON and a chart."""
     from mmclip_plugin.evaluate import EvalConfig, evaluate_checkpoints, format_summary
 
+    for option, path in (("--out", args.out), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option)  # before any model is loaded
     cfg = EvalConfig(split=args.split, batch_size=args.batch_size, image_negatives=args.image_negatives,
                      text_negatives=args.text_negatives, device=args.device, num_workers=args.num_workers,
                      progress=not args.quiet)
@@ -137,6 +141,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         return 0
     if args.recipe is None or args.out is None:
         raise InputError("give an ablation RECIPE and --out DIR (or --list-arms)")
+    check_output_dir(args.out)
     ablation = load_ablation(args.recipe)
     if args.arms:
         ablation.arms = [get_arm(a).name for a in args.arms]

@@ -124,7 +124,7 @@ def read_samples(
                 twin.image_negatives += [n for n in sample.image_negatives if n.image not in seen_images]
                 twin.text_negatives += [n for n in sample.text_negatives if n.caption not in seen_texts]
         else:
-            raise InputError(f"training data {path} does not exist (expected a data-set directory or a JSON file)")
+            raise InputError(f"data {path} does not exist (expected a data-set directory or a JSON file)")
     return samples, bad
 
 
@@ -352,8 +352,8 @@ def build_dataset(data_cfg: Any, model: Any, seed: int) -> tuple[ContrastiveData
         for s in samples:
             s.text_negatives = [t for t in s.text_negatives if t.kind in kinds]
     if not samples:
-        detail = "; ".join(map(str, bad[:5]))
-        raise InputError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}); {detail}")
+        detail = "; ".join(map(str, bad[:5])) or f"no record is in split {data_cfg.split!r} (data.split)"
+        raise InputError(f"no valid training samples in {data_cfg.train_paths} (split {data_cfg.split!r}): {detail}")
     from mmclip_plugin.token_check import check_tokenization
 
     mode = getattr(data_cfg, "tokenization_check", "off")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from mmclip_plugin.checkpoint import FINAL_DIR
 from mmclip_plugin.config import ModelConfig
-from mmclip_plugin.data import TEXT_KINDS, Sample, read_samples
+from mmclip_plugin.data import TEXT_KINDS, BadRecord, Sample, read_samples
 from mmclip_plugin.distributed import resolve_device
 from mmclip_plugin.model import MMCLIPModel, create_model, is_checkpoint_dir, load_checkpoint
 from mmgeolm_core.errors import InputError
@@ -128,22 +128,41 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as img:
-            return self.transform(img.convert("RGB"))
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            with Image.open(self.paths[index]) as img:
+                return index, self.transform(img.convert("RGB")), ""
+        except (OSError, ValueError) as exc:  # a 0-byte, truncated or non-image file: skipped and reported
+            return index, None, f"cannot decode the image: {exc}"
+
+
+def _collate_images(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
+    good = [(i, x) for i, x, _ in items if x is not None]
+    return [i for i, _ in good], torch.stack([x for _, x in good]) if good else None, {i: e for i, _, e in items if e}
 
 
 @torch.no_grad()
-def encode_images(model: MMCLIPModel, paths: list[str], cfg: EvalConfig) -> torch.Tensor:
-    """(N, D) normalised float32 embeddings of the image files, on CPU."""
+def encode_images(model: MMCLIPModel, paths: list[str], cfg: EvalConfig) -> tuple[torch.Tensor, dict[str, str]]:
+    """(N, D) normalised float32 embeddings of the image files, on CPU (zero rows for files that do not
+    decode), and ``{path: reason}`` of those files."""
     device = model.device
-    loader = DataLoader(_ImageFiles(paths, model.preprocess_val), batch_size=cfg.batch_size,
+    loader = DataLoader(_ImageFiles(paths, model.preprocess_val), batch_size=cfg.batch_size, collate_fn=_collate_images,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    out = []
-    for images in tqdm(loader, desc="images", disable=not cfg.progress):
+    rows: dict[int, torch.Tensor] = {}
+    failed: dict[str, str] = {}
+    for indices, images, errors in tqdm(loader, desc="images", disable=not cfg.progress):
+        failed.update({paths[i]: reason for i, reason in errors.items()})
+        if images is None:
+            continue
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model.encode_image(images.to(device, non_blocking=True)).float().cpu())
-    return _normalise(torch.cat(out)) if out else torch.zeros(0, 0)
+            features = model.encode_image(images.to(device, non_blocking=True)).float().cpu()
+        rows.update(zip(indices, features))
+    if not rows:
+        return torch.zeros(len(paths), 0), failed
+    out = torch.zeros(len(paths), next(iter(rows.values())).shape[0])
+    for i, row in rows.items():
+        out[i] = row
+    return _normalise(out), failed
 
 
 @torch.no_grad()
@@ -163,25 +182,32 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- metrics
-def load_split(data: str | os.PathLike | Sequence[str | os.PathLike], split: str) -> list[Sample]:
-    """The valid samples of ``split`` (bad records dropped, as in training).
+def load_split(data: str | os.PathLike | Sequence[str | os.PathLike], split: str) -> tuple[list[Sample], list[BadRecord]]:
+    """The valid samples of ``split`` and every record refused (skipped, as in training, and reported).
 
     Raises:
-        ValueError: the split holds no valid sample.
+        InputError: the split holds no valid sample.
     """
     samples, bad = read_samples(data, split=split)
     if not samples:
         detail = "; ".join(map(str, bad[:3]))
         raise InputError(f"no valid samples in {data} (split {split!r}){': ' + detail if detail else ''}")
-    return samples
+    return samples, bad
 
 
-def evaluate_model(model: MMCLIPModel, samples: Sequence[Sample], cfg: EvalConfig | None = None) -> dict[str, Any]:
+def evaluate_model(model: MMCLIPModel, samples: Sequence[Sample], cfg: EvalConfig | None = None,
+                   bad: Sequence[BadRecord] = ()) -> dict[str, Any]:
     """Hard-negative accuracy, per-type / per-kind breakdowns and retrieval of ``model`` on ``samples``.
+
+    A sample with an image that does not decode is left out, like the records in ``bad`` (refused when
+    the data was read); both are counted and listed in the result, never dropped silently.
 
     Returns:
         A JSON-safe dict: ``i2t_hard_acc``, ``t2i_hard_acc`` (fractions), ``per_type``, ``per_kind``,
-        ``retrieval``, ``chance`` and ``counts``.
+        ``retrieval``, ``chance``, ``counts``, ``bad_records`` and ``bad_record_details``.
+
+    Raises:
+        InputError: no sample is left to evaluate.
     """
     cfg = cfg or EvalConfig()
     ki = cfg.image_negatives
@@ -194,12 +220,25 @@ def evaluate_model(model: MMCLIPModel, samples: Sequence[Sample], cfg: EvalConfi
     was_training = model.training
     model.eval()
     try:
-        img = encode_images(model, image_paths, cfg)
+        img, failed = encode_images(model, image_paths, cfg)
         txt = encode_texts(model, captions, cfg)
     finally:
         model.train(was_training)
-    return compute_metrics(samples, img, {p: i for i, p in enumerate(image_paths)}, txt,
-                           {c: i for i, c in enumerate(captions)}, image_negatives=ki, text_negatives=kt)
+    skipped = [str(b) for b in bad]
+    if failed:
+        kept = []
+        for s, negs in zip(samples, image_negs):
+            broken = next((p for p in [s.image, *(n.image for n in negs)] if p in failed), None)
+            if broken is None:
+                kept.append(s)
+            else:
+                skipped.append(f"{s.source}: {s.record}: image {broken}: {failed[broken]}")
+        if not kept:
+            raise InputError(f"no sample left to evaluate: {skipped[len(bad)]}")
+        samples = kept
+    result = compute_metrics(samples, img, {p: i for i, p in enumerate(image_paths)}, txt,
+                             {c: i for i, c in enumerate(captions)}, image_negatives=ki, text_negatives=kt)
+    return {**result, "bad_records": len(skipped), "bad_record_details": skipped}
 
 
 def compute_metrics(
@@ -360,12 +399,12 @@ def evaluate_checkpoints(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate several checkpoints on the same split; returns display name -> result (in order)."""
     cfg = cfg or EvalConfig()
-    samples = load_split(data, cfg.split)
+    samples, bad = load_split(data, cfg.split)
     device = resolve_device(cfg.device)
     results: dict[str, dict[str, Any]] = {}
     for name, spec in zip(checkpoint_names(specs), specs):
         model = load_eval_model(spec, device=device)
-        result = evaluate_model(model, samples, cfg)
+        result = evaluate_model(model, samples, cfg, bad)
         result.update(checkpoint=spec, data=str(data), split=cfg.split)
         results[name] = result
         del model
@@ -395,4 +434,8 @@ def format_summary(name: str, result: dict[str, Any]) -> str:
     for typ, v in result["per_type"].items():
         lines.append(f"  {typ:24s} t2i pairwise {pct(v['t2i_acc'])}% (n={v['t2i_n']}), "
                      f"i2t pairwise {pct(v['i2t_acc'])}% (n={v['i2t_n']})  (chance 50%)")
+    details = result.get("bad_record_details", [])
+    if details:
+        lines.append(f"  skipped {len(details)} record(s) (not evaluated; all listed in bad_record_details):")
+        lines += [f"    {d}" for d in details[:5]] + ([f"    ... and {len(details) - 5} more"] if len(details) > 5 else [])
     return "\n".join(lines)

@@ -14,7 +14,6 @@ see :mod:`mmclip_plugin.tower.timm_vit`) needs that name registered before plain
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,27 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
+from mmclip_plugin.checkpoint_files import (
+    MMCLIP_CONFIG,
+    MMCLIP_FORMAT,
+    MMCLIP_VERSION,
+    OPEN_CLIP_CONFIG,
+    WEIGHTS_FILE,
+    check_weights_file,
+    model_config_with,
+    read_mmclip_model_config,
+    read_open_clip_config,
+    weights_mismatch,
+)
 from mmclip_plugin.config import HF_PREFIX, ModelConfig
 from mmclip_plugin.tower.timm_vit import register_timm_names
+from mmgeolm_core.config import ConfigError
+from mmgeolm_core.errors import UnknownNameError
 from mmgeolm_core.io import atomic_directory, atomic_write_json
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
-MMCLIP_CONFIG = "mmclip_config.json"
+__all__ = ["MMCLIP_CONFIG", "OPEN_CLIP_CONFIG", "WEIGHTS_FILE", "MMCLIPModel", "check_checkpoint_dir", "create_model",
+           "is_checkpoint_dir", "load_checkpoint", "register_model_configs"]
 
 _registered_dirs: set[Path] = set()
 
@@ -170,7 +182,7 @@ class MMCLIPModel(nn.Module):
         if hasattr(self.tokenizer, "save_pretrained"):
             # a transformers tokenizer (open_clip HFTokenizer): local-dir: loading reads it from the directory
             self.tokenizer.save_pretrained(str(directory))
-        atomic_write_json(directory / MMCLIP_CONFIG, {"format": "mmclip", "version": 1,
+        atomic_write_json(directory / MMCLIP_CONFIG, {"format": MMCLIP_FORMAT, "version": MMCLIP_VERSION,
                                                       "model": dataclasses.asdict(self.config), "metadata": metadata or {}})
 
 
@@ -198,10 +210,25 @@ def create_model(config: ModelConfig | None = None, device: str | torch.device =
     name = config.name
     if name.startswith("local-dir:"):
         path = check_checkpoint_dir(name[len("local-dir:") :])
-        register_timm_names(json.loads((path / OPEN_CLIP_CONFIG).read_text())["model_cfg"])
+        model_cfg = read_open_clip_config(path)["model_cfg"]
+        if "embed_dim" not in model_cfg:
+            raise ConfigError("missing (the embedding width of both towers)", key="model_cfg.embed_dim",
+                              source=str(path / OPEN_CLIP_CONFIG))
+        check_weights_file(path)
+        register_timm_names(model_cfg)
+    elif name.startswith("hf-hub:"):
+        pass  # open_clip fetches the architecture from the hub
+    elif open_clip.get_model_config(name) is None:
+        raise UnknownNameError(f"unknown open_clip model {name!r}; known: {', '.join(open_clip.list_models())} "
+                               f"(or local-dir:<checkpoint>, or a JSON file registered with model.arch_json)")
     else:
         register_timm_names(open_clip.get_model_config(name))
-    clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=config.pretrained, device=device, **kwargs)
+    try:
+        clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=config.pretrained, device=device, **kwargs)
+    except RuntimeError as exc:
+        if not (name.startswith("local-dir:") and str(exc).startswith("Error(s) in loading state_dict")):
+            raise
+        raise weights_mismatch(name[len("local-dir:") :], exc) from None
     model_cfg = open_clip.get_model_config(name)
     if model_cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}; known: {', '.join(open_clip.list_models())}")
@@ -215,7 +242,14 @@ def create_model(config: ModelConfig | None = None, device: str | torch.device =
 
 
 def check_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """Raise a clear error unless ``path`` is a readable MMCLIP/open_clip checkpoint directory."""
+    """``path`` if it is a readable MMCLIP/open_clip checkpoint directory; every file is checked here (see
+    :mod:`mmclip_plugin.checkpoint_files`), so each reader refuses a bad one with the same message.
+
+    Raises:
+        FileNotFoundError: the directory or one of its two required files is missing.
+        FormatError: a JSON file is empty or not JSON (the weights are checked where they are loaded).
+        ConfigError: a misspelt key or a bad value in ``open_clip_config.json`` / ``mmclip_config.json``.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"MMCLIP checkpoint directory {path} does not exist")
@@ -225,12 +259,8 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
             f"{path} is not an MMCLIP checkpoint: missing {', '.join(missing)} "
             f"(expected {OPEN_CLIP_CONFIG} and {WEIGHTS_FILE}, as written by MMCLIPModel.save_pretrained)"
         )
-    try:
-        cfg = json.loads((path / OPEN_CLIP_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path / OPEN_CLIP_CONFIG} is not valid JSON: {exc}") from exc
-    if "model_cfg" not in cfg:
-        raise ValueError(f"{path / OPEN_CLIP_CONFIG} has no 'model_cfg' key")
+    read_open_clip_config(path)
+    read_mmclip_model_config(path)
     return path
 
 
@@ -241,9 +271,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     but the architecture and weights always come from the directory itself.
     """
     path = check_checkpoint_dir(path).resolve()
-    saved: dict[str, Any] = {}
-    if (path / MMCLIP_CONFIG).is_file():
-        saved = json.loads((path / MMCLIP_CONFIG).read_text()).get("model", {})
-    saved.update(overrides)
-    saved.update(name=f"local-dir:{path}", pretrained=None, arch_json=None, force_image_size=None)
-    return create_model(ModelConfig(**saved), device=device)
+    config = model_config_with(read_mmclip_model_config(path), str(path / MMCLIP_CONFIG), **overrides,
+                               name=f"local-dir:{path}", pretrained=None, arch_json=None, force_image_size=None)
+    return create_model(config, device=device)

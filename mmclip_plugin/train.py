@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from mmclip_plugin.train_setup import (
     iterate_batches,
     move_aside,
 )
+from mmgeolm_core.errors import Interrupted
 from mmgeolm_core.io import append_jsonl, atomic_write_json, atomic_write_text, atomic_write_with, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
     if resume is not None:
         path = run.restore(resume)
         if env.is_main:
+            # lines logged after this checkpoint by the interrupted run are logged again from here
+            rewrite_metrics_until(run.out_dir / "metrics.jsonl", run.step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, run.step, run.epoch, run.position)
     elif env.is_main:
         _start_fresh(run)
@@ -178,24 +183,61 @@ def _train(cfg: TrainConfig, resume: str | None, env: DistEnv, stop_at_step: int
     last_step = run.total_steps if stop_at_step is None else min(stop_at_step, run.total_steps)
 
     run.model.train()
-    while run.step < last_step:
-        lr = run.scheduler.get_last_lr()[0]
-        grad_norm = train_step(run, forward, batches, meter)
-        progress.update(1)
-        if run.step % cfg.log_every == 0 or run.step == last_step:
-            record = _log_metrics(run, meter, lr, grad_norm, writer)
-            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-        if (cfg.save_every and run.step % cfg.save_every == 0) or run.step == last_step:
-            run.load_bad = _merge_bad(run.load_bad, env)
-            if env.is_main:
-                ckpt.save_checkpoint(run.out_dir, run.step, run.model, cfg, run.trainer_state(), cfg.keep_last,
-                                     metadata={"step": run.step})
-            barrier()
+    with stop_on_interrupt(enabled=not env.distributed) as stop:
+        while run.step < last_step:
+            lr = run.scheduler.get_last_lr()[0]
+            grad_norm = train_step(run, forward, batches, meter)
+            progress.update(1)
+            stopping = stop.requested  # Ctrl-C during this step: log and save it, then stop
+            if run.step % cfg.log_every == 0 or run.step == last_step or stopping:
+                record = _log_metrics(run, meter, lr, grad_norm, writer)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+            if (cfg.save_every and run.step % cfg.save_every == 0) or run.step == last_step or stopping:
+                run.load_bad = _merge_bad(run.load_bad, env)
+                if env.is_main:
+                    ckpt.save_checkpoint(run.out_dir, run.step, run.model, cfg, run.trainer_state(), cfg.keep_last,
+                                         metadata={"step": run.step})
+                barrier()
+            if stopping:
+                break
     progress.close()
     batches.close()  # shuts down DataLoader workers of an unfinished epoch
     if writer is not None:
         writer.close()
+    if stop.requested and run.step < last_step:
+        raise Interrupted(f"stopped after step {run.step} of {run.total_steps}; its checkpoint is in "
+                          f"{run.out_dir / ckpt.CHECKPOINT_DIR / ckpt.step_dir_name(run.step)}: run the same command "
+                          f"with --resume latest to continue exactly")
     return _finish(run)
+
+
+class _StopRequest:
+    """SIGINT handler: the first Ctrl-C asks the loop to stop after the current step, a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(enabled: bool = True) -> Iterator[_StopRequest]:
+    """Within the block, Ctrl-C sets ``.requested`` instead of raising (main thread of a single process only:
+    under torchrun every rank would have to agree on the step, so Ctrl-C keeps its default there and the
+    run resumes from its last checkpoint)."""
+    stop = _StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_fresh(run: Run) -> None:
@@ -308,10 +350,16 @@ def _tensorboard(out_dir: Path) -> Any:
 
 # ------------------------------------------------------------------------------------- outputs
 def rewrite_metrics_until(path: Path, step: int) -> None:
-    """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically."""
+    """Drop metric lines after ``step`` (all of them for a fresh run, ``step`` 0), atomically; a line that is not
+    JSON (torn by a kill in the middle of a write) goes too."""
     if not path.is_file():
         return
-    kept = [record for _, record in iter_jsonl(path) if record["step"] <= step]
+    kept = []
+    for _, record in iter_jsonl(path, return_errors=True):
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            log.warning("dropped from the metrics: %s", record if isinstance(record, Exception) else f"{path}: {record!r:.80}")
+        elif record["step"] <= step:
+            kept.append(record)
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from mmclip_plugin.distributed import DistEnv, resolve_device
 from mmclip_plugin.losses import HardNegativeLoss, check_scalars, configure_scalars
 from mmclip_plugin.model import MMCLIPModel, create_model
 from mmclip_plugin.sampler import GroupedBatchSampler, RandomBatchSampler
+from mmgeolm_core.config import ConfigError
 from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import check_output_dir as check_writable_dir
 
 
 class ContrastiveForward(nn.Module):
@@ -99,11 +102,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
 def build_batch_sampler(dataset: ContrastiveDataset, cfg: TrainConfig, env: DistEnv) -> Any:
     """Grouped batches (each positive with its negatives) when ``data.hard_batches``, random otherwise."""
     d = cfg.data
-    if d.hard_batches:
-        return GroupedBatchSampler(dataset.groups, d.batch_size, seed=cfg.seed, rank=env.rank,
-                                   world_size=env.world_size, drop_last=d.drop_last)
-    return RandomBatchSampler(len(dataset), d.batch_size, seed=cfg.seed, rank=env.rank,
-                              world_size=env.world_size, drop_last=d.drop_last)
+    try:
+        if d.hard_batches:
+            return GroupedBatchSampler(dataset.groups, d.batch_size, seed=cfg.seed, rank=env.rank,
+                                       world_size=env.world_size, drop_last=d.drop_last)
+        return RandomBatchSampler(len(dataset), d.batch_size, seed=cfg.seed, rank=env.rank,
+                                  world_size=env.world_size, drop_last=d.drop_last)
+    except ValueError as exc:  # too few items for one batch: the config asks for more than the data holds
+        raise ConfigError(f"{exc} (data.drop_last)", key="data.batch_size") from None
 
 
 def iterate_batches(dataset: ContrastiveDataset, sampler: Any, collate: Collate, cfg: TrainConfig,
@@ -117,11 +123,17 @@ def iterate_batches(dataset: ContrastiveDataset, sampler: Any, collate: Collate,
         dataset.set_epoch(epoch)
         batches = list(sampler)  # the epoch's remaining index lists
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.num_workers,
-                            pin_memory=device.type == "cuda")
+                            pin_memory=device.type == "cuda", worker_init_fn=ignore_interrupts)
         for batch in loader:
             position += 1
             yield epoch, position, batch
         epoch, position = epoch + 1, 0
+
+
+def ignore_interrupts(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes its step and saves a checkpoint
+    (a worker killed by the terminal's SIGINT would break that step)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -165,7 +177,10 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])  # raises if batch size, ranks or data changed
+        try:
+            self.sampler.load_state_dict(state["sampler"])  # raises if batch size, ranks or data changed
+        except ValueError as exc:
+            raise InputError(f"--resume {resume}: cannot continue {path} exactly: {exc}") from None
         ckpt.set_rng_state(state["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.load_bad = {(b["file"], b["record"], b["field"]): BadRecord(**b) for b in state["load_bad"]}
@@ -189,12 +204,18 @@ def build_run(cfg: TrainConfig, env: DistEnv) -> Run:
 
 
 def check_output_dir(out_dir: Path, resume: str | None, overwrite: bool) -> None:
-    """A fresh run never replaces another run's model or checkpoints unless told to move them aside.
+    """Checked before the model and data are built: ``output_dir`` can be written, ``--resume`` names
+    something to resume, and a fresh run never replaces another run's model or checkpoints unless told to
+    move them aside.
 
     Raises:
-        InputError: ``out_dir`` holds a finished run (``final/``) or checkpoints, and neither ``resume``
-            nor ``overwrite`` was given; or ``resume="latest"`` where there is nothing to resume.
+        InputError: ``out_dir`` is a file or not writable; it holds a finished run (``final/``) or
+            checkpoints, and neither ``resume`` nor ``overwrite`` was given; or ``resume`` names nothing
+            to resume from.
     """
+    check_writable_dir(out_dir, "output_dir")
+    if resume is not None:
+        ckpt.resolve_resume(resume, out_dir)
     has_run = (out_dir / ckpt.FINAL_DIR).exists() or bool(ckpt.list_checkpoints(out_dir))
     if resume is None and has_run and not overwrite:
         what = "a finished run (final/)" if (out_dir / ckpt.FINAL_DIR).exists() else "the checkpoints of a run"

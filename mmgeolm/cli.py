@@ -10,10 +10,10 @@ import yaml
 
 from mmgeolm.pipeline import STAGE_NAMES, build_stages
 from mmgeolm.recipe import check_stage_settings, load_recipe
-from mmgeolm.stages import missing_before, run_stages, select
+from mmgeolm.stages import changed_settings, missing_before, run_stages, select
 from mmgeolm_core.cli import run_cli
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_text
+from mmgeolm_core.io import atomic_write_text, check_output_dir
 from mmgeolm_core.resources import shipped_names
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"--from {args.start}: earlier stage(s) {', '.join(missing)} have not finished in "
                          f"{args.out} (no DONE.json); run them first or start from {missing[0]}")
+    changed = changed_settings(args.out, all_stages) if args.out.is_dir() else []
+    if changed:
+        raise InputError(f"{args.out}: finished stage(s) ran with other settings than this recipe gives them: "
+                         f"{'; '.join(changed)}. Delete those stage folders (and the later ones that read them) "
+                         f"to redo them, or use another --out")
+    check_output_dir(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     status = run_stages(args.out, stages)

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from llava_patches.tiny_llm import is_tiny_llm
 from mmgeolm.recipe import ABLATION_TOWER, LlavaStage, PipelineRecipe
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout
 from mmgeolm.stages import Stage, python_module
@@ -55,7 +56,7 @@ def llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, 
     seed = recipe.seed if seed is None else seed
     projector = run.llava_model(1) / "mm_projector.bin" if projector is None else projector
     args = [
-        "--model_name_or_path", str(run.tiny_llm) if llava.llm == "tiny" else llava.llm,
+        "--model_name_or_path", str(run.tiny_llm) if is_tiny_llm(llava.llm) else llava.llm,
         "--data_path", str(run.llava_data / ("stage1.json" if stage1 else "stage2.json")),
         "--image_folder", str(run.dataset),
         "--vision_tower", f"mmclip:{tower}",
@@ -87,7 +88,7 @@ def llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, 
         args += ["--version", llava.version, "--pretrain_mm_mlp_adapter", str(projector)]
     if stage.deepspeed or llava.deepspeed:
         args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
-    cpu = llava.llm == "tiny"
+    cpu = is_tiny_llm(llava.llm)
     args += ["--bf16", "False", "--fp16", "False", "--use_cpu", "True"] if cpu else ["--bf16", "True"]
     return args + llava.extra_args + stage.extra_args
 
@@ -159,9 +160,10 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
                  "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed),
                  "--stage2", recipe.llava.stage2_data]]
-        if recipe.llava.llm == "tiny":
-            cmds.append(python_module("llava_patches.tiny_llm", "--corpus", folder / "stage1.json",
-                                      folder / "stage2.json", "--out", folder / "llm", "--seed", recipe.seed))
+        if is_tiny_llm(recipe.llava.llm):
+            cmds.append(python_module("llava_patches.tiny_llm", "--model", recipe.llava.llm, "--corpus",
+                                      folder / "stage1.json", folder / "stage2.json", "--out", run.tiny_llm,
+                                      "--seed", recipe.seed))
         return cmds
 
     def llava_stage(stage: LlavaStage, stage1: bool):

@@ -127,8 +127,10 @@ class LlavaSection:
     """
 
     enabled: bool = True
-    llm: str = "tiny"  # "tiny": a small random Llama built locally; else a model path or hub name
-    version: str = "v1"
+    # built locally on the run's texts: "tiny"/"tiny-llama" (random Llama), "tiny-qwen2" (random Qwen2);
+    # else a model path or hub name (Llama, Mistral, MPT, Qwen2/Qwen2.5)
+    llm: str = "tiny"
+    version: str = "v1"  # stage 2's template: v1 for Llama/Vicuna, qwen_2 / qwen_2_5 for Qwen
     tower: str = "mmclip"
     stage2_data: str = "all"
     dataloader_workers: int = 0  # image loading beside training: one worker hides it on a 2-core machine

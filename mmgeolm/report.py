@@ -7,7 +7,7 @@ numbers of that run. Sections whose stage did not run are left out; a partial ru
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import os
 from collections import Counter
@@ -16,26 +16,51 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from llava_patches.tiny_llm import is_tiny_llm  # noqa: E402
 from mmgeolm.report_e2e import e2e_section, encoder_interval, tower_figures, tower_result, write_summary  # noqa: E402
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
-from mmgeolm_core.io import atomic_write_text, atomic_write_with
+from mmgeolm_core.cli import run_cli  # noqa: E402
+from mmgeolm_core.config import load_yaml_mapping  # noqa: E402
+from mmgeolm_core.errors import InputError  # noqa: E402
+from mmgeolm_core.io import (  # noqa: E402
+    FormatError,
+    atomic_write_text,
+    atomic_write_with,
+    check_output_dir,
+    iter_jsonl,
+    read_json,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A stage's JSON output, None when the stage did not write it.
+
+    Raises:
+        FormatError: the file is there but broken (naming it and the line), rather than a report that is silently wrong.
+    """
+    return read_json(path) if path.is_file() else None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines log; a line that is not JSON (the torn last line of a killed job) is skipped
+    with a warning naming the file and the line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for _, record in iter_jsonl(path, return_errors=True):
+        if isinstance(record, FormatError):
+            logger.warning("skipped: %s", record)
+        else:
+            records.append(record)
+    return records
 
 
 def _pct(x: float | None) -> str:
@@ -334,8 +359,8 @@ def _bench_section(run: Path) -> list[str]:
     """The paper's table with this run's row, and the probe (from ``run/bench/*/scores.json``)."""
     from mmgeolm.bench.paper import bench_section
 
-    recipe = yaml.safe_load(RunLayout(run).recipe.read_text()) if RunLayout(run).recipe.is_file() else {}
-    tiny = ((recipe or {}).get("llava") or {}).get("llm") == "tiny"
+    recipe = load_yaml_mapping(RunLayout(run).recipe, "run recipe") if RunLayout(run).recipe.is_file() else {}
+    tiny = is_tiny_llm(((recipe or {}).get("llava") or {}).get("llm") or "")
     lines = bench_section(RunLayout(run).bench, tiny)
     return [*lines, ""] if lines else []
 
@@ -368,13 +393,35 @@ def build_report(run: Path) -> Path:
     return out / "report.md"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmgeolm.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    args = parser.parse_args(argv)
-    path = build_report(args.run_dir)
+def check_run_dir(run: Path) -> Path:
+    """``run`` is a pipeline run directory (or an empty one: a run that has not started gets an empty report).
+
+    Raises:
+        InputError: it does not exist, is a file, or holds something else than a run (no recipe.yaml, no stage).
+    """
+    if not run.exists():
+        raise InputError(f"{run}: no such run directory (expected the --out of `mmgeolm run`)")
+    if not run.is_dir():
+        raise InputError(f"{run}: is a file; expected the run directory given to `mmgeolm run --out`")
+    layout = RunLayout(run)
+    if any(run.iterdir()) and not layout.recipe.is_file() and not any(layout.stage(n).is_dir() for n in STAGE_NAMES):
+        raise InputError(f"{run}: not a pipeline run directory (no recipe.yaml and no stage folder: "
+                         f"{', '.join(STAGE_NAMES)})")
+    check_output_dir(layout.report)
+    return run
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = build_report(check_run_dir(args.run_dir))
     print(f"report written to {path} and {path.with_suffix('.html')}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mmgeolm.report RUN_DIR`` on the project's one error path; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m mmgeolm.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="the run directory (the --out of `mmgeolm run`)")
+    return run_cli("python -m mmgeolm.report", parser, _run, argv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mmgeolm.bench.paper import PUBLISHED
 from mmgeolm.run_layout import RunLayout
+from mmgeolm_core.config import load_yaml_mapping
 from mmgeolm_core.io import atomic_write_json, read_json
 
 ROW_LABELS = {
@@ -35,7 +34,7 @@ def _json(path: Path) -> Any:
 
 
 def _recipe(run: RunLayout) -> dict[str, Any]:
-    return (yaml.safe_load(run.recipe.read_text()) or {}) if run.recipe.is_file() else {}
+    return load_yaml_mapping(run.recipe, "run recipe") if run.recipe.is_file() else {}
 
 
 def tower_result(run: RunLayout) -> dict[str, Any] | None:

@@ -8,8 +8,9 @@ expected failure into one line on stderr and an exit status:
 0       success
 1       the job failed (:class:`~mmgeolm_core.errors.JobError`, a full disk)
 2       bad input: a file, record, key or value (:class:`~mmgeolm_core.errors.InputError`,
-        a missing or unreadable path), or a bad command line (argparse)
+        a missing, unreadable or unwritable path, a read-only file system), or a bad command line (argparse)
 130     interrupted (Ctrl-C); what was written so far stays, and resumable jobs resume
+        (:class:`~mmgeolm_core.errors.Interrupted` says what was kept and how to resume)
 ======  ==============================================================================
 
 Anything else is a bug and keeps its traceback. ``--debug`` prints the traceback of expected failures too.
@@ -19,15 +20,18 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from mmgeolm_core.errors import InputError, JobError
+from mmgeolm_core.errors import InputError, Interrupted, JobError
 
 PACKAGES = ("data_recipes", "mmclip_plugin", "llava_patches", "mmgeolm", "mmgeolm_core")
 _BAD_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
-_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+_DISK = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS,)  # the user named a path where nothing can be written: bad input
+INTERRUPTED = "interrupted; what was written so far is kept (re-run the command to resume)"
 
 
 class _TqdmHandler(logging.Handler):
@@ -78,8 +82,9 @@ def guarded(prog: str, fn: Callable[[], int | None], *, debug: bool = False) -> 
     """Run ``fn`` and map its failures to an exit status with one line on stderr (see the module doc)."""
     try:
         return int(fn() or 0)
-    except KeyboardInterrupt:
-        return _fail(prog, "interrupted; what was written so far is kept (re-run the command to resume)", 130, debug)
+    except KeyboardInterrupt as exc:
+        message = f"interrupted: {exc}" if isinstance(exc, Interrupted) and str(exc) else INTERRUPTED
+        return _fail(prog, message, 130, debug)
     except InputError as exc:
         return _fail(prog, str(exc), 2, debug)
     except JobError as exc:
@@ -87,6 +92,8 @@ def guarded(prog: str, fn: Callable[[], int | None], *, debug: bool = False) -> 
     except _BAD_PATH as exc:
         return _fail(prog, _os_message(exc), 2, debug)
     except OSError as exc:
+        if exc.errno in _READ_ONLY:
+            return _fail(prog, _os_message(exc), 2, debug)
         if exc.errno in _DISK:
             return _fail(prog, _os_message(exc), 1, debug)
         raise
@@ -106,8 +113,19 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.
 
 
 def _os_message(exc: OSError) -> str:
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    return f"{where}: {exc.strerror or exc}" if where else str(exc.strerror or exc)
+    """``path: what is wrong``; the path the user gave, not the temporary file an atomic write renames."""
+    names = [os.fspath(f) for f in (exc.filename, exc.filename2) if f is not None]
+    if len(names) == 2 and ".tmp" in os.path.basename(names[0]):
+        names = names[1:]  # os.replace(temporary sibling, target): the target is what the user named
+    where = " -> ".join(names)
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, IsADirectoryError):
+        reason = "is a directory (expected a file)"
+    elif isinstance(exc, NotADirectoryError):
+        reason = "a part of this path is a file, not a directory"
+    elif isinstance(exc, FileExistsError) and names and os.path.exists(names[-1]) and not os.path.isdir(names[-1]):
+        reason = "is a file, not a directory"
+    return f"{where}: {reason}" if where else reason
 
 
 def _fail(prog: str, message: str, status: int, debug: bool) -> int:

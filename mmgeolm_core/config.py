@@ -146,12 +146,17 @@ def _type_name(tp: Any) -> str:
         tp, getattr(tp, "__name__", str(tp)))
 
 
+_BARE: dict[Any, Any] = {dict: dict[Any, Any], list: list[Any], tuple: tuple[Any, ...]}
+
+
 def convert(value: Any, tp: Any, key: str, source: str) -> Any:
     """``value`` checked against annotation ``tp`` (ints become floats, numeric strings numbers).
 
     Raises:
         ConfigError: the value does not fit the annotation.
     """
+    if tp in _BARE:  # a bare ``dict`` / ``list`` / ``tuple`` annotation (open_clip's config classes have some)
+        tp = _BARE[tp]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
 
     def bad() -> ConfigError:

@@ -1,13 +1,17 @@
 """Files: atomic writes, and JSON / JSON-lines readers whose every error names the file and line.
 
 Every write goes to a temporary file in the target's directory and is renamed into place, so a reader
-never sees a half-written file and an interrupted job leaves the old file intact.
+never sees a half-written file and an interrupted job leaves the old file intact. Commands check their
+output paths before any work (:func:`check_output_file`, :func:`check_output_dir`,
+:func:`check_replaceable_dir`), so a bad ``--out`` fails in a second, not after an hour, and a folder
+that holds someone else's files is never replaced.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +22,7 @@ from typing import Any
 from mmgeolm_core.errors import InputError
 
 TMP_SUFFIX = ".tmp"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class FormatError(InputError):
@@ -118,6 +123,102 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# --------------------------------------------------------------------------- output paths, checked first
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _check_creatable(path: Path, option: str, start: Path) -> None:
+    """``path`` can be created: the nearest existing one of ``start`` and its ancestors is a directory we can
+    write in."""
+    ancestor = _nearest_existing(start)
+    if not ancestor.is_dir():
+        raise InputError(f"{option} {path}: {ancestor} is a file, not a directory")
+    try:  # os.access is not enough: root passes it everywhere, and read-only mounts are not modes
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TMP_SUFFIX, dir=ancestor)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write in {ancestor}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that a file can be written at ``path`` (nothing is created).
+
+    Raises:
+        InputError: ``path`` is a directory, a part of it is a file, or its directory is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory; expected a file name")
+    _check_creatable(path, option, path.parent)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is a directory we can write in or can create (nothing is created).
+
+    Raises:
+        InputError: ``path`` is a file, a part of it is a file, or it cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: is a file; expected a directory")
+    _check_creatable(path, option, path)
+    return path
+
+
+def check_replaceable_dir(path: str | os.PathLike, *, option: str, what: str, is_ours: Callable[[Path], bool],
+                          overwrite: bool | None) -> Path:
+    """Check an output directory that the command replaces whole: only ever an empty one or its own earlier output.
+
+    Args:
+        path: the directory.
+        option: the command-line option naming it (for the message).
+        what: what the command writes there (``an mmclip-export output``).
+        is_ours: whether an existing directory holds such an output.
+        overwrite: False: refuse to replace even our own output (the user passes ``--overwrite``); None:
+            the command always replaces its own output.
+
+    Raises:
+        InputError: ``path`` is a file, holds other files, holds our output and ``overwrite`` is False,
+            or cannot be written.
+    """
+    path = check_output_dir(path, option)
+    if path.is_dir() and any(path.iterdir()):
+        if not is_ours(path):
+            raise InputError(f"{option} {path}: holds files that are not {what}; it is never replaced: "
+                             f"choose a new or empty directory")
+        if overwrite is False:
+            raise InputError(f"{option} {path}: exists and holds {what}; pass --overwrite to replace it")
+    return path
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_model_path(value: str | os.PathLike, option: str = "--model-path") -> None:
+    """A local model directory or a Hugging Face hub id (``org/name``), checked before anything is loaded
+    (transformers would otherwise try the hub with a local path and print a page of tracebacks).
+
+    Raises:
+        InputError: a missing local path (one that cannot be a hub id), or a file.
+    """
+    text = os.fspath(value)
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{option} {text}: is a file; expected a model directory")
+    elif not _HUB_ID.fullmatch(text):
+        raise InputError(f"{option} {text}: no such directory (expected a model directory or a Hugging Face hub "
+                         f"id org/name)")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -204,6 +305,20 @@ def read_records(path: str | os.PathLike) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise FormatError(path, f"expected a JSON list of records, got {type(data).__name__}")
     return [(f"record {i}", value) for i, value in enumerate(data)]
+
+
+def unique_name(raw: str, used: set[str], default: str = "item") -> str:
+    """A file-name-safe version of ``raw`` (ASCII letters, digits, ``._-``) not yet in ``used``; added to it.
+
+    ``"a b"`` -> ``"a_b"``; a second ``"a b"`` -> ``"a_b_2"``; nothing usable -> ``default``.
+    """
+    base = _UNSAFE_NAME.sub("_", raw).strip("._") or default
+    name, n = base, 1
+    while name in used:
+        n += 1
+        name = f"{base}_{n}"
+    used.add(name)
+    return name
 
 
 def is_finite_number(value: Any) -> bool:

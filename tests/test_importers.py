@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sandbox_fixtures import CLI_FLAGS
 
 from data_recipes import cli
 from data_recipes.diagrams.hardness import image_hardness
@@ -121,7 +122,7 @@ def test_pairs_dir_rendered_through_sandbox(tmp_path):
     (pairs / "fails.py").write_text("import socket\nsocket.socket()")
     (pairs / "fails.txt").write_text("Never rendered.")
     out = tmp_path / "out"
-    assert cli.main(["import", "--pairs-dir", str(pairs), "--out", str(out), "--workers", "1"]) == 1
+    assert cli.main(["import", "--pairs-dir", str(pairs), "--out", str(out), "--workers", "1", *CLI_FLAGS]) == 1
     (sample,) = _samples(out)
     assert sample["id"] == "good" and sample["caption"] == "A diagonal segment."
     assert (out / sample["script"]).read_text() == script

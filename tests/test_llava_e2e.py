@@ -8,74 +8,32 @@ mishandles gives loss 0 and prints "tokenization mismatch", which is checked too
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from llava_fixtures import build_diagram_dataset, build_mmclip_checkpoint, build_tiny_llama
+from llava_fixtures import (
+    assert_learning,
+    build_diagram_dataset,
+    build_mmclip_checkpoint,
+    build_tiny_llama,
+    run_checked,
+    train_args,
+)
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
+_run = run_checked
 ZERO2 = ROOT / "llava_patches" / "zero_configs" / "zero2.json"
 ZERO3 = ROOT / "llava_patches" / "zero_configs" / "zero3.json"
 QUESTION = "What shape is shown in the diagram?"
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        CUDA_VISIBLE_DEVICES="",
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        WANDB_MODE="disabled",
-    )
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
-
-
-def _run(cmd: list[str], timeout: int = 600, extra_env: dict[str, str] | None = None) -> str:
-    env = {**_env(), **(extra_env or {})}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{output[-6000:]}"
-    assert "tokenization mismatch" not in output, output[-3000:]
-    return output
-
-
 def _train(ws: dict[str, Path], output: Path, *extra: str, stage: int, launcher: list[str] | None = None) -> str:
-    args = [
-        "--model_name_or_path", str(ws["llm"]),
-        "--data_path", str(ws["data"]),
-        "--image_folder", str(ws["images"]),
-        "--vision_tower", f"mmclip:{ws['mmclip']}",
-        "--mm_projector_type", "mlp2x_gelu",
-        "--mm_vision_select_layer", "-2",
-        "--mm_use_im_start_end", "False",
-        "--mm_use_im_patch_token", "False",
-        "--bf16", "False",
-        "--fp16", "False",
-        "--output_dir", str(output),
-        "--max_steps", "6",
-        "--per_device_train_batch_size", "4",
-        "--learning_rate", "1e-3",
-        "--weight_decay", "0.0",
-        "--lr_scheduler_type", "constant",
-        "--logging_steps", "1",
-        "--model_max_length", "128",
-        "--dataloader_num_workers", "0",
-        "--lazy_preprocess", "True",
-        "--report_to", "none",
-        "--seed", "0",
-    ]  # fmt: skip
+    args = train_args(ws["llm"], ws["data"], ws["images"], ws["mmclip"], output, steps=6, learning_rate=1e-3)
     if stage == 1:
         args += ["--version", "plain", "--tune_mm_mlp_adapter", "True"]
     else:
@@ -84,16 +42,8 @@ def _train(ws: dict[str, Path], output: Path, *extra: str, stage: int, launcher:
     return _run(cmd)
 
 
-def _losses(output_dir: Path) -> list[float]:
-    state = json.loads((output_dir / "trainer_state.json").read_text())
-    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
-
-
 def _assert_learning(output_dir: Path) -> None:
-    losses = _losses(output_dir)
-    assert len(losses) == 6, losses
-    assert all(math.isfinite(x) and x > 0 for x in losses), losses
-    assert sum(losses[-2:]) < sum(losses[:2]), f"loss did not fall: {losses}"
+    assert_learning(output_dir, steps=6)
 
 
 def _generate(model_dir: Path, image: Path):

@@ -153,6 +153,59 @@ def test_demo_is_shipped() -> None:
     assert "demo-cpu" in SHIPPED
 
 
+def test_eval_compares_the_trained_encoder_with_the_weights_its_training_saved() -> None:
+    # issue 12: the starting model was named by re-parsing the MMCLIP YAML by hand, which dropped
+    # arch_json / force_image_size; mmclip-train now saves output_dir/init and evaluation reads it
+    (cmd,) = _commands("demo-cpu", "eval")
+    checkpoints = cmd[cmd.index("--checkpoint") + 1: cmd.index("--data")]
+    assert [Path(c).parts[-2:] for c in checkpoints] == [("mmclip", "final"), ("mmclip", "init")]
+
+
+@pytest.mark.parametrize("kind, name", [("data-recipe", "full"), ("data-recipe", "demo"), ("mmclip-config", "tiny-cpu"),
+                                        ("pipeline-recipe", "full-gpu"), ("zero-config", "zero2")])
+def test_shipped_short_names_resolve_for_every_command(kind: str, name: str) -> None:
+    # issue 12: `mmgeolm-data build full` failed although full-gpu.yaml tells users to run it
+    from mmgeolm_core.resources import resolve_shipped
+
+    assert resolve_shipped(kind, name).is_file()
+    if kind == "data-recipe":
+        from data_recipes.build.recipe import load_recipe as load_data_recipe
+
+        assert load_data_recipe(name).name
+
+
+def _commands(name: str, stage: str) -> list[list[str]]:
+    run = Path("/tmp/never-created")
+    (found,) = [s for s in build_stages(load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml"), run) if s.name == stage]
+    return [[str(part) for part in cmd] for cmd in found.commands(run / stage)]
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1]
+
+
+def test_demo_runs_a_tiny_qwen2_with_its_chatml_template() -> None:
+    (_, tiny) = _commands("demo-cpu", "llava_data")
+    assert tiny[2] == "llava_patches.tiny_llm" and _flag(tiny, "--model") == "tiny-qwen2"
+    (stage2,) = _commands("demo-cpu", "llava_stage2")
+    assert _flag(stage2, "--version") == "qwen_2" and _flag(stage2, "--use_cpu") == "True"
+    assert _flag(stage2, "--model_name_or_path").endswith("llava_data/llm")
+    (answers,) = _commands("demo-cpu", "answers")
+    assert _flag(answers, "--conv-mode") == "qwen_2"
+
+
+def test_full_gpu_qwen_is_the_paper_mmgeolm_run() -> None:
+    (stage1,) = _commands("full-gpu-qwen", "llava_stage1")
+    (stage2,) = _commands("full-gpu-qwen", "llava_stage2")
+    for cmd in (stage1, stage2):
+        assert _flag(cmd, "--model_name_or_path") == "Qwen/Qwen2.5-7B-Instruct"
+        assert Path(_flag(cmd, "--deepspeed")).name == "zero2.json" and _flag(cmd, "--bf16") == "True"
+        assert "--unfreeze_mm_vision_tower" not in cmd and _flag(cmd, "--mm_use_im_patch_token") == "False"
+    assert _flag(stage1, "--version") == "plain" and _flag(stage1, "--tune_mm_mlp_adapter") == "True"
+    assert float(_flag(stage1, "--learning_rate")) == 1e-3
+    assert _flag(stage2, "--version") == "qwen_2_5" and float(_flag(stage2, "--learning_rate")) == 2e-5
+
+
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path

@@ -135,7 +135,12 @@ def test_importing_llava_patches_has_no_side_effects():
         import sys
         import llava_patches, llava_patches.register, llava_patches.train, llava_patches.train_mem
         import llava_patches.loader, llava_patches.predict, llava_patches.trainer, llava_patches.save
+        import llava_patches.dispatch, llava_patches.qwen_chat, llava_patches.tiny_llm, llava_patches.answer_questions
         assert "llava" not in sys.modules, "importing llava_patches must not even import llava"
+        import llava_patches.qwen2, llava_patches.train_data  # these define subclasses of upstream classes
+        import llava.conversation, transformers
+        assert not {"qwen_2", "qwen_2_5", "qwen_1_5"} & set(llava.conversation.conv_templates)
+        assert "llava_qwen" not in transformers.models.auto.configuration_auto.CONFIG_MAPPING
         import llava.model.llava_arch as arch, llava.model.multimodal_encoder.builder as builder
         assert arch.build_vision_tower is builder.build_vision_tower
         assert not hasattr(builder.build_vision_tower, "__mmclip_original__")

@@ -12,8 +12,11 @@ def _registries():
     from data_recipes.text_negatives.rules import registry as rules
     from mmclip_plugin.ablation import arms
     from mmclip_plugin.losses import terms
+    from mmgeolm.bench import registry as benchmarks
 
+    benchmarks.list_benchmarks()  # imports the built-in benchmarks
     return {
+        "benchmarks": (benchmarks._BENCHMARKS, benchmarks.list_benchmarks, benchmarks._BENCHMARKS.get),
         "families": (families._FAMILIES, families.list_families, families.get_family),
         "perturbations": (perturbations._PERTURBATIONS, perturbations.list_perturbations,
                           perturbations.get_perturbation),

@@ -3,6 +3,7 @@ import ast
 import json
 
 import pytest
+from sandbox_fixtures import CLI_FLAGS, ISOLATION
 
 from data_recipes import cli
 from data_recipes.diagrams.hardness import changed_fraction
@@ -62,7 +63,7 @@ plt.savefig(sys.argv[1])
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with Sandbox(workers=2, timeout=15) as box:
+    with Sandbox(workers=2, timeout=15, isolation=ISOLATION) as box:
         yield box
 
 
@@ -182,7 +183,7 @@ def test_fewer_than_k_is_reported_not_padded(tmp_path, capsys):
     script = tmp_path / "tiny.py"
     script.write_text(TINY)
     out = tmp_path / "out"
-    code = cli.main(["perturb-script", str(script), "--num", "12", "--out", str(out), "--workers", "1"])
+    code = cli.main(["perturb-script", str(script), "--num", "12", "--out", str(out), "--workers", "1", *CLI_FLAGS])
     assert code == 1
     assert "only" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
@@ -224,11 +225,12 @@ def test_batch_over_scripts_dir_resumes(tmp_path, capsys):
     (scripts / "tri.txt").write_text(CAPTION)
     (scripts / "broken.py").write_text("1/0")
     out = tmp_path / "batch"
-    args = ["perturb-batch", "--scripts-dir", str(scripts), "--num", "2", "--out", str(out), "--workers", "1"]
+    args = ["perturb-batch", "--scripts-dir", str(scripts), "--num", "2", "--out", str(out), "--workers", "1", *CLI_FLAGS]
     assert cli.main(args) == 1  # one item failed
     summary = json.loads((out / "manifest.json").read_text())
     assert summary["done"] == ["tri"] and [r["id"] for r in summary["rejects"]] == ["broken"]
-    assert "positive failed" in summary["rejects"][0]["reason"]
+    assert "positive failed" in summary["rejects"][0]["reason"] and summary["rejects"][0]["status"] == "error"
+    assert summary["statuses"] == {"broken": "error", "tri": "ok"}
     item = json.loads((out / "tri" / "manifest.json").read_text())
     assert item["caption"] == CAPTION and len(item["negatives"]) == 2
     stamp = (out / "tri" / "manifest.json").stat().st_mtime_ns
@@ -284,3 +286,46 @@ def test_batch_reference_json_inputs(tmp_path):
     assert "none.py" in items[3].error and "record 3" in items[3].error
     assert "missing.py" in items[4].error and "does not exist" in items[4].error
     assert "expected a JSON object" in items[5].error
+
+
+def test_batch_never_counts_a_forbidden_or_crashed_script_as_done(tmp_path, capsys):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "tri.py").write_text(TRIANGLE)
+    (scripts / "crash.py").write_text("import faulthandler\nfaulthandler._read_null()\n" + TINY)
+    (scripts / "sneaky.py").write_text("import socket\ntry:\n    socket.socket()\nexcept OSError:\n    pass\n" + TINY)
+    # forbidden only on a path a negative takes: the positive renders, a moved point triggers it
+    (scripts / "branch.py").write_text(
+        "import os, sys\nimport matplotlib.pyplot as plt\nP = (1.0, 2.0)\nif P != (1.0, 2.0):\n    os.system('true')\n"
+        "fig, ax = plt.subplots(figsize=(1.5, 1.5), dpi=40)\nax.plot([0, P[0]], [0, P[1]], 'k-')\n"
+        "ax.set_xlim(0, 3)\nax.set_ylim(0, 3)\nax.axis('off')\nplt.savefig(sys.argv[1])\n")
+    out = tmp_path / "batch"
+    args = ["perturb-batch", "--scripts-dir", str(scripts), "--num", "2", "--out", str(out), "--workers", "1",
+            "--edits", "move_point", *CLI_FLAGS]
+    assert cli.main(args) == 1
+    summary = json.loads((out / "manifest.json").read_text())
+    assert summary["done"] == ["tri"]
+    assert summary["statuses"] == {"branch": "forbidden", "crash": "error", "sneaky": "forbidden", "tri": "ok"}
+    reasons = {r["id"]: r["reason"] for r in summary["rejects"]}
+    assert "SIGSEGV" in reasons["crash"] and "socket" in reasons["sneaky"] and "os.system" in reasons["branch"]
+    assert summary["status_counts"] == {"ok": 1, "forbidden": 2, "error": 1}
+    assert json.loads((out / "branch" / "manifest.json").read_text())["status"] == "forbidden"
+    assert "rejected sneaky (forbidden)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["perturb-script", "perturb-batch", "import"])
+def test_cli_refuses_untrusted_scripts_without_bubblewrap(tmp_path, monkeypatch, capsys, command):
+    (tmp_path / "tiny.py").write_text(TINY)
+    (tmp_path / "tiny.txt").write_text("A segment.")
+    args = {"perturb-script": ["perturb-script", str(tmp_path / "tiny.py"), "--num", "1"],
+            "perturb-batch": ["perturb-batch", "--scripts-dir", str(tmp_path), "--num", "1"],
+            "import": ["import", "--pairs-dir", str(tmp_path)]}[command]
+    args += ["--out", str(tmp_path / "out"), "--workers", "1"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bwrap on it
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "bubblewrap (bwrap) is not installed" in err and "--no-isolation" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert cli.main(args + ["--no-isolation"]) in (0, 1)  # runs, with one warning for the whole batch
+    assert capsys.readouterr().err.count("WITHOUT kernel isolation") == 1
+    assert (tmp_path / "out" / "manifest.json").is_file()

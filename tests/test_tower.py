@@ -357,12 +357,12 @@ def test_unreadable_or_mismatched_weights_name_the_file(checkpoints, tmp_path):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(checkpoints["class_token"], corrupt)
     (corrupt / WEIGHTS_FILE).write_bytes(b"not safetensors")
-    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} is not a readable safetensors file"):
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE}: not a complete safetensors file"):
         _tower(corrupt)
     swapped = tmp_path / "swapped"
     shutil.copytree(checkpoints["class_token"], swapped)
     shutil.copy(checkpoints["no_prefix"] / WEIGHTS_FILE, swapped / WEIGHTS_FILE)
-    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} does not match the architecture"):
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE}: does not match the architecture"):
         _tower(swapped)
 
 

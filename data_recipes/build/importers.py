@@ -31,10 +31,20 @@ import numpy as np
 from tqdm import tqdm
 
 from data_recipes.diagrams.hardness import image_hardness
+from data_recipes.external.perturb import NO_ISOLATION_WARNING, add_isolation_argument
+from data_recipes.external.sandbox import Sandbox
 from data_recipes.formats.dataset import MANIFEST_FILE, write_samples
 from data_recipes.formats.reference import ReferenceRecord, read_reference
 from mmgeolm_core.errors import InputError, JobError
-from mmgeolm_core.io import FormatError, atomic_write_bytes, atomic_write_json, read_text
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_replaceable_dir,
+    read_json,
+    read_text,
+    unique_name,
+)
 
 FAMILY = "imported"
 log = logging.getLogger(__name__)
@@ -114,7 +124,7 @@ class Importer:
 
     def _new_sample(self, key: str, stem: str, png: bytes, caption: str, script: str | None = None) -> _Pending:
         """Write the positive (and its script) now: samples are streamed, not held in memory."""
-        sample_id = _unique(stem, self._used_ids)
+        sample_id = unique_name(stem, self._used_ids, "sample")
         sample = _Pending(sample_id, caption, f"images/{sample_id}.png")
         atomic_write_bytes(self.out / sample.image, png)
         if script is not None:
@@ -228,16 +238,6 @@ def _hardness(positive: np.ndarray, negative: np.ndarray) -> dict[str, float]:
     return image_hardness(positive, negative)
 
 
-def _unique(raw: str, used: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in raw).strip("._") or "sample"
-    name, n = base, 1
-    while name in used:
-        n += 1
-        name = f"{base}_{n}"
-    used.add(name)
-    return name
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -256,6 +256,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output data-set directory")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers for --pairs-dir (default 2)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per script for --pairs-dir (default 20)")
+    add_isolation_argument(parser)
+
+
+def _is_import(folder: Path) -> bool:
+    """``folder`` holds the output of an earlier ``import`` (its manifest says so)."""
+    try:
+        manifest = read_json(folder / MANIFEST_FILE)
+    except (OSError, FormatError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("family") == FAMILY and "inputs" in manifest
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -267,13 +277,21 @@ def run_cli(args: argparse.Namespace) -> int:
     for name, path in sources.items():
         if path is not None and not path.exists():
             raise InputError(f"--{name.replace('_', '-')} {path}: no such file or directory")
-    # Whole files are read (and refused when unreadable or empty) before anything is written.
+    # The output folder is checked and whole files are read (and refused when unreadable or empty) before
+    # anything is written; a folder holding anything but an earlier import (a built data set) is never touched.
+    check_replaceable_dir(args.out, option="--out", what="an earlier import", is_ours=_is_import, overwrite=None)
     references = [(path, kind, *read_reference(path, kind)) for path, kind in
                   ((args.reference_image_negatives, "image"), (args.reference_text_negatives, "text")) if path]
-    from data_recipes.external.sandbox import Sandbox
-
+    if not args.pairs_dir and not any(records or problems for _, _, records, problems in references):
+        raise InputError(f"{', '.join(str(r[0]) for r in references)}: no records (expected a JSON list of "
+                         f"reference records)")
+    sandbox = None
     try:
-        sandbox = Sandbox(workers=args.workers, timeout=args.timeout) if args.pairs_dir else None
+        if args.pairs_dir:
+            if args.no_isolation:
+                log.warning(NO_ISOLATION_WARNING)
+            sandbox = Sandbox(workers=args.workers, timeout=args.timeout, isolation=not args.no_isolation)
+            sandbox.start()  # refuses (IsolationUnavailable, exit 2) where the kernel cannot isolate the scripts
     except ValueError as exc:
         raise InputError(str(exc)) from None
     importer = Importer(args.out, text_kind=args.text_kind)

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from mmgeolm_core import io
 from data_recipes.build.manifest import build_manifest, run_text_post_pass
 from data_recipes.build.sample import PARTS_DIR, build_and_write, part_path
 from data_recipes.build.recipe import Recipe, load_recipe, recipe_diff
-from mmgeolm_core.errors import InputError
+from mmgeolm_core.errors import InputError, Interrupted
 from data_recipes.diagrams.render import RENDER_MODULES
 
 logger = logging.getLogger(__name__)
@@ -171,21 +172,34 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C to the parent, which stops the pool (no traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_samples(root: Path, recipe: Recipe, indices: Sequence[int], workers: int, total: int) -> tuple[int, float]:
-    """Make and write the given samples with ``workers`` processes; returns (images written, CPU seconds)."""
+    """Make and write the given samples with ``workers`` processes; returns (images written, CPU seconds).
+
+    Raises:
+        Interrupted: Ctrl-C; every sample finished so far has its record and is skipped by a re-run.
+    """
     work = partial(build_and_write, recipe, str(root))
-    images, cpu = 0, 0.0
+    images, cpu, built = 0, 0.0, total - len(indices)
     with tqdm(total=total, initial=total - len(indices), desc=f"build {recipe.name}", unit="sample", disable=None) as bar:
-        if workers <= 1 or len(indices) <= 1:
-            results = map(work, indices)
-            for _, _, n, seconds in results:
-                images, cpu = images + n, cpu + seconds
-                bar.update()
-            return images, cpu
-        with _worker_context().Pool(min(workers, len(indices))) as pool:
-            for _, _, n, seconds in pool.imap_unordered(work, indices, chunksize=1):
-                images, cpu = images + n, cpu + seconds
-                bar.update()
+        try:
+            if workers <= 1 or len(indices) <= 1:
+                results = map(work, indices)
+                for _, _, n, seconds in results:
+                    images, cpu, built = images + n, cpu + seconds, built + 1
+                    bar.update()
+                return images, cpu
+            with _worker_context().Pool(min(workers, len(indices)), initializer=_ignore_interrupts) as pool:
+                for _, _, n, seconds in pool.imap_unordered(work, indices, chunksize=1):
+                    images, cpu, built = images + n, cpu + seconds, built + 1
+                    bar.update()
+        except KeyboardInterrupt:
+            raise Interrupted(f"{built} of {total} samples built in {root}; run the same command again to resume "
+                              f"(finished samples are skipped)") from None
     return images, cpu
 
 
@@ -326,6 +340,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmgeolm-data build``: 0 on success; a bad recipe or a refused directory raises (exit 2)."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    io.check_output_dir(args.out)
     recipe = load_recipe(args.recipe)
     if args.num is not None or args.seed is not None:
         recipe = recipe.with_overrides(num=args.num, seed=args.seed)

@@ -37,7 +37,7 @@ from data_recipes.diagrams.questions import (
     askable_relations,
     paired_questions,
 )
-from data_recipes.formats.probe import ProbeRecord
+from data_recipes.formats.probe import ProbeRecord, check_probe_dir
 from data_recipes.formats.probe import write_probe_set as _write_files
 from mmgeolm_core.config import ConfigError, check, check_number
 from mmgeolm_core.errors import JobError
@@ -233,7 +233,8 @@ def write_probe_set(out_dir: str, config: ProbeConfig, progress: bool = False) -
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, help="output folder (an earlier probe set there is replaced whole; "
+                        "a folder holding anything else is refused)")
     parser.add_argument("--num", type=int, default=200, help="pairs to make, two questions each (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
@@ -260,6 +261,7 @@ def run_cli(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         raise ConfigError(exc.reason, key=exc.key, source="command line") from None
+    check_probe_dir(args.out)  # before drawing anything
     records = write_probe_set(args.out, config, progress=logger.isEnabledFor(logging.INFO))
     pairs = [r for r in records if r.member == "positive"]
     logger.info("wrote %d pairs (%d questions) to %s: %s", len(pairs), len(records), args.out,

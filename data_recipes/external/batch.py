@@ -14,16 +14,16 @@ Inputs (one of):
 Every item gets ``OUT/<id>/`` (see :mod:`data_recipes.external.perturb`); its manifest.json, written last
 and atomically, records the script's SHA-256 and the settings, so a re-run skips items already done
 with the same script and settings. ``OUT/manifest.json`` summarises the run: items done, rejects with
-reasons, counts. One sandbox pool serves the whole batch.
+reasons, each item's sandbox status (``ok``, ``timeout``, ``memory``, ``forbidden``, ``error``) and
+counts. One sandbox pool serves the whole batch; a forbidden or crashed script is never done.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import re
+import logging
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,12 @@ from data_recipes.external.perturb import (
     build_sandbox,
     perturb_script,
 )
+from data_recipes.external.sandbox import STATUSES
 from data_recipes.formats.reference import caption_from_conversations
-from mmgeolm_core.io import FormatError, atomic_write_json, read_records
+from mmgeolm_core.errors import InputError, Interrupted
+from mmgeolm_core.io import FormatError, atomic_write_json, check_output_dir, read_records, unique_name
 
-SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,6 @@ class BatchItem:
     error: str = ""
 
 
-def _safe_id(raw: str, used: set[str]) -> str:
-    base = SAFE_ID.sub("_", raw).strip("._") or "item"
-    name, n = base, 1
-    while name in used:
-        n += 1
-        name = f"{base}_{n}"
-    used.add(name)
-    return name
-
-
 def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
     """Every ``*.py`` of ``directory`` (sorted), with its sibling ``.txt`` caption when present."""
     items, used = [], set()
@@ -74,9 +66,9 @@ def items_from_scripts_dir(directory: Path) -> list[BatchItem]:
         try:
             script = path.read_text(encoding="utf-8")
             caption = caption_path.read_text(encoding="utf-8").strip() if caption_path.is_file() else None
-            items.append(BatchItem(_safe_id(path.stem, used), script, caption or None, str(path)))
+            items.append(BatchItem(unique_name(path.stem, used), script, caption or None, str(path)))
         except (OSError, UnicodeDecodeError) as exc:
-            items.append(BatchItem(_safe_id(path.stem, used), None, None, str(path), f"cannot read: {exc}"))
+            items.append(BatchItem(unique_name(path.stem, used), None, None, str(path), f"cannot read: {exc}"))
     return items
 
 
@@ -120,7 +112,7 @@ def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> li
     for i, (place, record) in enumerate(read_records(path)):
         where = f"{path}: {place}"
         if not isinstance(record, dict):
-            items.append(BatchItem(_safe_id(f"record_{i}", used), None, None, where,
+            items.append(BatchItem(unique_name(f"record_{i}", used), None, None, where,
                                    f"{where}: expected a JSON object, got {type(record).__name__}"))
             continue
         image = record.get("positive_image_path") or record.get("image")
@@ -132,7 +124,7 @@ def items_from_reference_json(path: Path, scripts_dir: Path | None = None) -> li
             script, source, caption, error = None, "", None, f"cannot read the script: {exc}"
         except FormatError as exc:
             script, source, caption, error = None, "", None, exc.reason if exc.key is None else f"key '{exc.key}': {exc.reason}"
-        items.append(BatchItem(_safe_id(raw_id, used), script, caption, source or where,
+        items.append(BatchItem(unique_name(raw_id, used), script, caption, source or where,
                                f"{where}: {error}" if error else ""))
     return items
 
@@ -153,38 +145,68 @@ def _finished(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | Non
     return manifest if manifest.get("fingerprint") == fingerprint else None
 
 
+def _ours(folder: Path) -> bool:
+    """An item folder this command wrote (possibly half-written): its script or manifest is there, or it is empty."""
+    return not folder.is_file() and ((folder / "positive.py").is_file() or (folder / MANIFEST).is_file()
+                                     or not any(folder.iterdir()))
+
+
 def run_batch(items: list[BatchItem], out: Path, config: PerturbConfig, sandbox, inputs: dict[str, Any]) -> dict[str, Any]:
     """Perturb every item into ``out/<id>/``; write and return the summary manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    done, rejects, skipped, negatives = [], [], 0, 0
+    done: list[str] = []
+    rejects: list[dict[str, Any]] = []
+    statuses: dict[str, str] = {}
+    counts = {"skipped": 0, "negatives": 0}
+    try:
+        _run_items(items, out, config, sandbox, done, rejects, statuses, counts)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(done) + len(rejects)} of {len(items)} scripts finished in {out}; run the same command "
+                          f"again to resume (finished scripts are skipped)") from None
+    skipped, negatives = counts["skipped"], counts["negatives"]
+    summary = {
+        "inputs": inputs, "config": {**asdict(config), "edit_types": list(config.edit_types)},
+        "items": len(items), "done": done, "rejects": rejects, "statuses": statuses,
+        "status_counts": {s: n for s in STATUSES if (n := sum(v == s for v in statuses.values()))},
+        "skipped": skipped, "negatives": negatives,
+    }
+    atomic_write_json(out / MANIFEST, summary)
+    return summary
+
+
+def _run_items(items: list[BatchItem], out: Path, config: PerturbConfig, sandbox, done: list, rejects: list,
+               statuses: dict, counts: dict) -> None:
+    """Perturb the items in order, filling ``done``, ``rejects``, ``statuses`` and ``counts`` as it goes (so an
+    interrupted batch can say how far it got)."""
     for item in tqdm(items, desc="perturb-batch", unit="script", disable=len(items) < 10):
         folder = out / item.id
         if item.error:
-            rejects.append({"id": item.id, "source": item.source, "reason": item.error})
+            statuses[item.id] = "error"
+            rejects.append({"id": item.id, "source": item.source, "status": "error", "reason": item.error})
             continue
         fingerprint = _fingerprint(item, config)
         previous = _finished(folder, fingerprint)
         if previous is not None:
-            skipped += 1
+            counts["skipped"] += 1
             manifest = previous
         else:
+            if folder.exists() and not _ours(folder):
+                statuses[item.id] = "error"
+                rejects.append({"id": item.id, "source": item.source, "status": "error",
+                                "reason": f"{folder} holds files that perturb-batch did not write; it is never replaced"})
+                continue
             if folder.exists():
                 shutil.rmtree(folder)  # a half-written or outdated item: start it afresh
             perturb_script(item.script, folder, config, sandbox, caption=item.caption, source=item.source)
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             manifest["fingerprint"] = fingerprint
             atomic_write_json(folder / MANIFEST, manifest)  # the resume marker, written last
-        negatives += len(manifest["negatives"])
-        if manifest["ok"]:
+        counts["negatives"] += len(manifest["negatives"])
+        status = statuses[item.id] = manifest.get("status", "ok" if manifest["ok"] else "error")
+        if manifest["ok"] and status == "ok":
             done.append(item.id)
         else:
-            rejects.append({"id": item.id, "source": item.source, "reason": manifest["message"]})
-    summary = {
-        "inputs": inputs, "config": {**asdict(config), "edit_types": list(config.edit_types)},
-        "items": len(items), "done": done, "rejects": rejects, "skipped": skipped, "negatives": negatives,
-    }
-    atomic_write_json(out / MANIFEST, summary)
-    return summary
+            rejects.append({"id": item.id, "source": item.source, "status": status, "reason": manifest["message"]})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,26 +222,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    try:
-        config = build_perturb_config(args)
-        if args.reference_json is None and args.scripts_dir is None:
-            raise ValueError("give --reference-json FILE or --scripts-dir DIR (or both: DIR then maps images to scripts)")
-        if args.scripts_dir is not None and not args.scripts_dir.is_dir():
-            raise ValueError(f"--scripts-dir {args.scripts_dir}: not a directory")
-        inputs = {"reference_json": str(args.reference_json or ""), "scripts_dir": str(args.scripts_dir or "")}
-        if args.reference_json is None:
-            items = items_from_scripts_dir(args.scripts_dir)
-        else:
-            items = items_from_reference_json(args.reference_json, args.scripts_dir)
-        sandbox = build_sandbox(args, args.workers)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        print(f"perturb-batch: {exc}", file=sys.stderr)
-        return 2
+    """``mmgeolm-data perturb-batch``: 0 when every script got its negatives, 1 when some were rejected
+    (listed in ``OUT/manifest.json``); bad input raises and exits 2 on the one error path."""
+    config = build_perturb_config(args)
+    if args.reference_json is None and args.scripts_dir is None:
+        raise InputError("give --reference-json FILE or --scripts-dir DIR (or both: DIR then maps images to scripts)")
+    if args.scripts_dir is not None and not args.scripts_dir.is_dir():
+        raise InputError(f"--scripts-dir {args.scripts_dir}: not a directory")
+    check_output_dir(args.out)
+    inputs = {"reference_json": str(args.reference_json or ""), "scripts_dir": str(args.scripts_dir or "")}
+    if args.reference_json is None:
+        items = items_from_scripts_dir(args.scripts_dir)
+        if not items:
+            raise InputError(f"--scripts-dir {args.scripts_dir}: no *.py script in it")
+    else:
+        items = items_from_reference_json(args.reference_json, args.scripts_dir)
+        if not items:
+            raise InputError(f"{args.reference_json}: no records (expected a JSON list of records or JSON lines)")
+    sandbox = build_sandbox(args, args.workers, "perturb-batch")
+    sandbox.start()
     with sandbox:
         summary = run_batch(items, args.out, config, sandbox, inputs)
     print(f"perturb-batch: {len(summary['done'])} of {summary['items']} scripts done "
           f"(skipped {summary['skipped']} finished earlier), {summary['negatives']} negatives, "
           f"{len(summary['rejects'])} rejected -> {args.out / MANIFEST}")
     for reject in summary["rejects"][:20]:
-        print(f"  rejected {reject['id']}: {reject['reason']}", file=sys.stderr)
+        logger.warning("rejected %s (%s): %s", reject["id"], reject["status"], reject["reason"])
+    if len(summary["rejects"]) > 20:
+        logger.warning("... and %d more rejected (all in %s)", len(summary["rejects"]) - 20, args.out / MANIFEST)
     return 0 if not summary["rejects"] else 1

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import logging
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,18 @@ from data_recipes.external.edits import ScriptEdit, list_script_edits, propose_e
 from data_recipes.external.sandbox import Sandbox
 from data_recipes.text_negatives.rules import object_kind, same_object
 from data_recipes.text_negatives.rules.grammar import Label
-from mmgeolm_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmgeolm_core.config import ConfigError, check, check_number
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    read_text,
+)
 
 MANIFEST = "manifest.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,15 +62,12 @@ class PerturbConfig:
     edit_types: tuple[str, ...] = field(default_factory=lambda: tuple(list_script_edits()))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num, int) or self.num < 1:
-            raise ValueError(f"PerturbConfig.num must be a positive integer, got {self.num!r}")
-        if not 0 < self.max_changed_fraction <= 1:
-            raise ValueError(f"PerturbConfig.max_changed_fraction must be in (0, 1], got {self.max_changed_fraction!r}")
-        if not -1 <= self.min_ssim < 1:
-            raise ValueError(f"PerturbConfig.min_ssim must be in [-1, 1), got {self.min_ssim!r}")
+        check_number(self.num, "num", ge=1, integer=True)
+        check_number(self.max_changed_fraction, "max_changed_fraction", gt=0, le=1)
+        check_number(self.min_ssim, "min_ssim", ge=-1, lt=1)
         unknown = [t for t in self.edit_types if t not in list_script_edits()]
-        if unknown or not self.edit_types:
-            raise ValueError(f"PerturbConfig.edit_types: unknown {unknown}; known: {list_script_edits()}")
+        check(not unknown and bool(self.edit_types), "edit_types", f"edit types among {list_script_edits()}",
+              unknown or list(self.edit_types))
 
     @property
     def attempts(self) -> int:
@@ -149,9 +155,15 @@ def _order_candidates(candidates: dict[str, list[ScriptEdit]], rng: np.random.Ge
 
 @dataclass
 class PerturbResult:
-    """What :func:`perturb_script` wrote (also serialised as manifest.json)."""
+    """What :func:`perturb_script` wrote (also serialised as manifest.json).
+
+    ``status`` is the sandbox status of the script: that of the positive's render, or ``forbidden``
+    when any render (positive or negative) attempted a forbidden operation; a forbidden script is
+    never ``ok``.
+    """
 
     ok: bool
+    status: str
     message: str
     positive: dict[str, Any] | None
     negatives: list[dict[str, Any]]
@@ -201,14 +213,15 @@ def perturb_script(script: str, out_dir: str | Path, config: PerturbConfig, sand
     try:
         candidates = _order_candidates(propose_edits(script, rng, list(config.edit_types)), rng)
     except SyntaxError as exc:
-        return _finish(out, manifest, False, f"the script does not parse: {exc.msg} (line {exc.lineno})")
+        return _finish(out, manifest, False, f"the script does not parse: {exc.msg} (line {exc.lineno})", "error")
     result = sandbox.run(script)
     if not result.ok:
-        return _finish(out, manifest, False, f"the positive failed to render: {result.status}: {result.message}")
+        return _finish(out, manifest, False, f"the positive failed to render: {result.status}: {result.message}",
+                       result.status)
     try:
         positive = decode_png(result.image_png)
     except (OSError, ValueError) as exc:
-        return _finish(out, manifest, False, f"the positive's PNG does not decode: {exc}")
+        return _finish(out, manifest, False, f"the positive's PNG does not decode: {exc}", "error")
     atomic_write_bytes(out / "positive.png", result.image_png)
     manifest["positive"] = {"script": "positive.py", "image": "positive.png", "size": list(positive.shape[:2])}
     accepted: dict[str, int] = {hashlib.sha256(positive.tobytes()).hexdigest(): -1}
@@ -218,6 +231,10 @@ def perturb_script(script: str, out_dir: str | Path, config: PerturbConfig, sand
                                       config.attempts, len(candidates))]
         tried += len(chunk)
         for edit, rendered in zip(chunk, sandbox.map([e.script for e in chunk])):
+            if rendered.status == "forbidden":
+                # The script does something forbidden on another path: the whole item is rejected.
+                return _finish(out, manifest, False, f"a negative's script was stopped: forbidden: "
+                               f"{rendered.message} ({edit.type}: {edit.detail})", "forbidden")
             if len(manifest["negatives"]) >= config.num:
                 break
             _consider(edit, rendered, positive, accepted, config, caption, out, manifest)
@@ -240,7 +257,8 @@ def _consider(edit, rendered, positive, accepted, config, caption, out: Path, ma
             reason = f"PNG does not decode: {exc}"
     reason, hardness = _check(edit, image, reason, positive, accepted, config)
     if reason:
-        manifest["discarded"].append({"type": edit.type, "detail": edit.detail, "reason": reason})
+        manifest["discarded"].append({"type": edit.type, "detail": edit.detail, "reason": reason,
+                                      "status": rendered.status})
         return
     i = len(manifest["negatives"])
     accepted[hashlib.sha256(image.tobytes()).hexdigest()] = i
@@ -253,10 +271,10 @@ def _consider(edit, rendered, positive, accepted, config, caption, out: Path, ma
     })
 
 
-def _finish(out: Path, manifest: dict, ok: bool, message: str) -> PerturbResult:
-    manifest.update(ok=ok, message=message, num_written=len(manifest["negatives"]))
+def _finish(out: Path, manifest: dict, ok: bool, message: str, status: str = "ok") -> PerturbResult:
+    manifest.update(ok=ok, status=status, message=message, num_written=len(manifest["negatives"]))
     atomic_write_json(out / MANIFEST, manifest)
-    return PerturbResult(ok, message, manifest["positive"], manifest["negatives"], manifest["discarded"])
+    return PerturbResult(ok, status, message, manifest["positive"], manifest["negatives"], manifest["discarded"])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -269,11 +287,29 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--memory-mb", type=int, default=1024, help="memory a script may use (default 1024)")
     group.add_argument("--cpu-seconds", type=float, default=20.0, help="CPU seconds per script (default 20)")
     group.add_argument("--max-file-mb", type=float, default=32.0, help="largest file a script may write (default 32)")
+    add_isolation_argument(group)
 
 
-def build_sandbox(args: argparse.Namespace, workers: int) -> Sandbox:
+def add_isolation_argument(parser) -> None:
+    """``--no-isolation``, shared with ``import --pairs-dir``."""
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="run scripts without bubblewrap's kernel isolation (only where bwrap cannot run; "
+                             "a hostile script can then read and write your files)")
+
+
+NO_ISOLATION_WARNING = (
+    "--no-isolation: scripts run WITHOUT kernel isolation (no bubblewrap): process limits and an "
+    "audit hook only, which a hostile script can get around to read or write your files, reach local "
+    "sockets or leave processes behind. Use it only for scripts you trust."
+)
+
+
+def build_sandbox(args: argparse.Namespace, workers: int, command: str = "perturb-script") -> Sandbox:
+    """The sandbox the command line asked for; prints the ``--no-isolation`` warning (once per batch)."""
+    if args.no_isolation:
+        logger.warning("%s: %s", command, NO_ISOLATION_WARNING)
     return Sandbox(workers=workers, timeout=args.timeout, memory_mb=args.memory_mb,
-                   cpu_seconds=args.cpu_seconds, max_file_mb=args.max_file_mb)
+                   cpu_seconds=args.cpu_seconds, max_file_mb=args.max_file_mb, isolation=not args.no_isolation)
 
 
 def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,9 +322,20 @@ def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated edit types (default all: {','.join(list_script_edits())})")
 
 
+_OPTIONS = {"num": "--num", "max_changed_fraction": "--max-changed", "min_ssim": "--min-ssim", "edit_types": "--edits"}
+
+
 def build_perturb_config(args: argparse.Namespace) -> PerturbConfig:
-    return PerturbConfig(num=args.num, seed=args.seed, max_changed_fraction=args.max_changed,
-                         min_ssim=args.min_ssim, edit_types=tuple(e for e in args.edits.split(",") if e))
+    """The settings of the command line.
+
+    Raises:
+        InputError: a bad value, naming its option (``--min-ssim: expected a number >= -1 and < 1, got nan``).
+    """
+    try:
+        return PerturbConfig(num=args.num, seed=args.seed, max_changed_fraction=args.max_changed,
+                             min_ssim=args.min_ssim, edit_types=tuple(e for e in args.edits.split(",") if e))
+    except ConfigError as exc:
+        raise InputError(f"{_OPTIONS.get(exc.key or '', exc.key)}: {exc.reason}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,14 +348,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    try:
-        script = args.script.read_text(encoding="utf-8")
-        config = build_perturb_config(args)
-        sandbox = build_sandbox(args, args.workers)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        print(f"perturb-script: {args.script}: {exc}", file=sys.stderr)
-        return 2
+    """``mmgeolm-data perturb-script``: 0 when K negatives were written, 1 when fewer were possible; bad input
+    (an unreadable script, bad settings, no kernel isolation) raises and exits 2 on the one error path."""
+    check_output_dir(args.out)
+    script = read_text(args.script)
+    config = build_perturb_config(args)
+    sandbox = build_sandbox(args, args.workers)
+    sandbox.start()
     with sandbox:
         result = perturb_script(script, args.out, config, sandbox, caption=args.caption, source=str(args.script))
-    print(f"{args.script}: {result.message} -> {args.out / MANIFEST}", file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    if not result.ok:
+        logger.warning("%s: %s -> %s", args.script, result.message, args.out / MANIFEST)
+        return 1
+    print(f"{args.script}: {result.message} -> {args.out / MANIFEST}")
+    return 0

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from data_recipes.diagrams.questions import make_questions, paired_questions, questions_for_sample
-from data_recipes.formats.dataset import read_samples
+from data_recipes.formats.dataset import read_samples_report
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, atomic_write_text
+from mmgeolm_core.io import (
+    FormatError,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    iter_jsonl,
+    read_json,
+)
+
+logger = logging.getLogger(__name__)
+SUMMARY_FILE = "llava_data.json"
+"""Counts and the records skipped (refused by the data-set format), written beside the training files."""
 
 CAPTION_PROMPTS = (
     "Describe the geometric figure.",
@@ -72,12 +85,17 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
         stage2: ``all`` (captions and every fact question of the train split) or ``paired-yes-no`` (only
             yes/no questions asked in pairs, see :func:`paired_yes_no_records`).
 
+    Records the data-set format refuses (a bad key, a missing image) are skipped, counted in ``counts`` and
+    listed in ``llava_data.json``, as ``mmclip-train`` skips them.
+
     Raises:
         InputError: when the data set has no train or no val samples.
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    samples = read_samples(data_dir)
+    data_dir, out_dir = Path(data_dir), check_output_dir(out_dir)
+    # skipped and reported like mmclip-train does, so both read the same records of the same data set
+    samples, problems = read_samples_report(data_dir, check_files=True)
+    for problem in problems[:5]:
+        logger.warning("skipped: %s", problem)
     train = [s for s in samples if s["split"] == "train"]
     val = [s for s in samples if s["split"] == "val"]
     if not train or not val:
@@ -106,11 +124,85 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
     stage2_records = [records[i] for i in order]
     questions = make_questions(val, num_questions, seed=seed)
     files = LlavaDataFiles(out_dir / "stage1.json", out_dir / "stage2.json", out_dir / "questions.jsonl",
-                           {"stage1": len(stage1), "stage2": len(stage2_records), "questions": len(questions)})
+                           {"stage1": len(stage1), "stage2": len(stage2_records), "questions": len(questions),
+                            "bad_records": len(problems)})
+    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(files.stage1, stage1)
     atomic_write_json(files.stage2, stage2_records)
     atomic_write_text(files.questions, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
+    atomic_write_json(out_dir / SUMMARY_FILE, {"data": str(data_dir), "counts": files.counts,
+                                                "bad_records": len(problems),
+                                                "bad_record_details": [str(p) for p in problems]})
     return files
+
+
+# --------------------------------------------------------------------------- reading (LLaVA training JSON, questions)
+
+
+def read_llava_records(path: str | Path, image_folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """The records of a LLaVA training JSON list, checked as upstream's ``LazySupervisedDataset`` will use them.
+
+    Upstream reads a record only when its batch comes, so a bad one would stop a run hours in; every record
+    is checked here first. Each is ``{"conversations": [{"from": str, "value": str}, ...], "image"?: str}``;
+    with ``image_folder`` given, every image must exist under it.
+
+    Raises:
+        FormatError: an empty or unreadable file, or the first bad record (naming file, record and key).
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise FormatError(path, f"expected a JSON list of LLaVA records, got {type(data).__name__}")
+    if not data:
+        raise FormatError(path, "no records (expected a JSON list of LLaVA records)")
+    for i, record in enumerate(data):
+        where = f"record {i}" + (f" (id {record['id']})" if isinstance(record, dict) and "id" in record else "")
+        if not isinstance(record, dict):
+            raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", where=where)
+        turns = record.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise FormatError(path, f"expected a non-empty list of turns, got {turns!r:.80}", where=where,
+                              key="conversations")
+        for j, turn in enumerate(turns):
+            if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
+                raise FormatError(path, f'expected {{"from": str, "value": str}}, got {turn!r:.80}', where=where,
+                                  key=f"conversations[{j}]")
+        if "image" in record:
+            image = record["image"]
+            if not isinstance(image, str) or not image:
+                raise FormatError(path, f"expected an image path, got {image!r:.80}", where=where, key="image")
+            if image_folder is not None and not (Path(image_folder) / image).is_file():
+                raise FormatError(path, f"image {Path(image_folder) / image} does not exist (--image_folder "
+                                  f"{image_folder})", where=where, key="image")
+    return data
+
+
+QUESTION_KEYS = ("image", "question", "answer")
+
+
+def read_questions(path: str | Path, image_folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """The held-out questions (``questions.jsonl``, one ``{"image", "question", "answer", ...}`` per line).
+
+    Raises:
+        FormatError: an empty or unreadable file, a line that is not JSON, a missing key, or (with
+            ``image_folder``) an image that does not exist, naming the file, the line and the key.
+    """
+    path = Path(path)
+    questions = []
+    for lineno, record in iter_jsonl(path):
+        where = f"line {lineno}"
+        if not isinstance(record, dict):
+            raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", where=where)
+        for key in QUESTION_KEYS:
+            if not isinstance(record.get(key), str):
+                raise FormatError(path, f"expected a string, got {record.get(key)!r:.80}", where=where, key=key)
+        if image_folder is not None and not (Path(image_folder) / record["image"]).is_file():
+            raise FormatError(path, f"image {Path(image_folder) / record['image']} does not exist", where=where,
+                              key="image")
+        questions.append(record)
+    if not questions:
+        raise FormatError(path, "no questions (expected JSON lines of {\"image\", \"question\", \"answer\"})")
+    return questions
 
 
 # --------------------------------------------------------------------------- command line
@@ -130,5 +222,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmgeolm-data llava-data``."""
     files = write_llava_data(args.data, args.out, args.num_questions, args.seed, args.stage2)
-    print(f"LLaVA data written to {args.out}: {files.counts}")
+    print(f"LLaVA data written to {args.out}: {files.counts}"
+          + (f" (skipped records listed in {Path(args.out) / SUMMARY_FILE})" if files.counts["bad_records"] else ""))
     return 0

@@ -33,6 +33,7 @@ from mmgeolm_core.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_replaceable_dir,
     iter_jsonl,
     read_json,
 )
@@ -143,9 +144,26 @@ def probe_counts(records: list[ProbeRecord]) -> dict[str, dict[str, int]]:
     }
 
 
+def _is_probe_set(folder: Path) -> bool:
+    try:
+        return isinstance(data := read_json(folder / MANIFEST_FILE), dict) and data.get("format") == FORMAT_NAME
+    except (OSError, FormatError):
+        return False
+
+
+def check_probe_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` may receive a probe set: new, empty, or an earlier probe set (which is replaced whole).
+
+    Raises:
+        InputError: a file, a folder holding anything else (never replaced), or not writable.
+    """
+    return check_replaceable_dir(out_dir, option="--out", what="a probe set", is_ours=_is_probe_set, overwrite=None)
+
+
 def write_probe_set(out_dir: str | os.PathLike, records: list[ProbeRecord], images: dict[str, bytes],
                     manifest: dict[str, Any]) -> Path:
-    """Write a probe set folder in one atomic step (a re-run replaces it whole).
+    """Write a probe set folder in one atomic step (a re-run replaces it whole; a folder holding anything
+    else is refused, see :func:`check_probe_dir`).
 
     Args:
         out_dir: the folder to (re)create.
@@ -159,6 +177,7 @@ def write_probe_set(out_dir: str | os.PathLike, records: list[ProbeRecord], imag
     missing = sorted({r.image for r in records} - set(images))
     if missing:
         raise ValueError(f"records name images that were not given: {missing[:3]}")
+    check_probe_dir(out_dir)
     full = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **manifest,
             "num_pairs": len({r.pair for r in records}), "counts": probe_counts(records)}
     with atomic_directory(out_dir) as tmp:

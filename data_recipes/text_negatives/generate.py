@@ -23,7 +23,7 @@ from data_recipes.formats.reference import caption_from_conversations
 from data_recipes.text_negatives.retrieval import list_backends, retrieve_neighbours
 from data_recipes.text_negatives.rules import generate_rule_negatives
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import FormatError, atomic_write_json, atomic_write_text, read_records
+from mmgeolm_core.io import FormatError, atomic_write_json, atomic_write_text, check_output_file, read_records
 
 KINDS = ("rule", "retrieval")
 
@@ -167,12 +167,14 @@ def _report_path(out: Path) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    out = check_output_file(args.out)
     items = read_items(args.input)
+    if not items:
+        raise InputError(f"{args.input}: no records (expected JSON lines of {{id, caption}} or reference records)")
     try:
         lines, reports = generate_text_negatives(items, args.num, kinds, args.seed, args.backend)
     except ValueError as err:  # unknown kinds or a negative --num: a bad command line
         raise InputError(str(err)) from None
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     counts = Counter(n["kind"] for line in lines for n in line["negatives"])

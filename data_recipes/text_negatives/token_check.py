@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import re
 import string
@@ -33,6 +34,7 @@ Encode = Callable[[list[str]], list[Sequence[int]]]
 CLEANERS = ("canonicalize", "lower", "whitespace", "none")
 SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 MAX_EXAMPLES = 20
+logger = logging.getLogger(__name__)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -304,18 +306,28 @@ def add_arguments(parser: Any) -> None:
 
 
 def run_cli(args: Any) -> int:
-    """Run ``mmgeolm-data check-tokens``: print the report; 0 whether or not negatives collide."""
-    from data_recipes.formats.dataset import SAMPLES_FILE, atomic_write_json
-    from mmgeolm_core.io import iter_jsonl
+    """Run ``mmgeolm-data check-tokens``: print the report; 0 whether or not negatives collide.
 
-    file = args.dataset / SAMPLES_FILE
-    if not file.is_file():
-        raise InputError(f"{args.dataset} has no {SAMPLES_FILE}; expected a directory built by mmgeolm-data build")
-    samples = [record for _, record in iter_jsonl(file)]
+    Records that the data-set format refuses are skipped, counted in the report (``bad_records``) and listed.
+    """
+    from data_recipes.formats.dataset import read_samples_report
+    from mmgeolm_core.io import atomic_write_json, check_output_file
+
+    if args.out:
+        check_output_file(args.out)
+    samples, problems = read_samples_report(args.dataset)
+    if not samples:
+        raise InputError(f"{args.dataset}: no valid sample to check" + (f": {problems[0]}" if problems else ""))
     tokenizer = load_tokenizer(args.tokenizer, args.clean, args.context_length)
     report = find_token_collisions(items_from_samples(samples), tokenizer, tokenizer=str(args.tokenizer),
                                    encode_uncut=tokenizer.uncut)
     print(report.summary(examples=5))
+    for problem in problems[:5]:
+        logger.warning("skipped: %s", problem)
+    if problems:
+        logger.warning("skipped %d record(s) that the data-set format refuses (listed in the report's bad_records)",
+                       len(problems))
     if args.out:
-        atomic_write_json(args.out, report.to_dict())
+        atomic_write_json(args.out, {**report.to_dict(), "bad_records": len(problems),
+                                     "bad_record_details": [str(p) for p in problems]})
     return 0

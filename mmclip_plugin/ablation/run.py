@@ -38,6 +38,7 @@ from mmclip_plugin.ablation.arms import Arm, get_arm
 from mmclip_plugin.ablation.config import AblationConfig, arm_config, images_per_step
 from mmclip_plugin.ablation.report import format_table, summarise_seeds
 from mmclip_plugin.config import TrainConfig, build_config, config_to_dict, merge_dicts
+from mmgeolm_core.errors import Interrupted
 from mmgeolm_core.io import atomic_write_json, atomic_write_text
 
 
@@ -131,21 +132,22 @@ def prepare_pretrained(ablation: AblationConfig, base: TrainConfig, data: Path, 
     return final
 
 
-def held_out_samples(data: Path, split: str) -> tuple[list[Any], int]:
-    """The samples of ``split`` whose picture appears nowhere in ``train`` (positives and negatives), and how
-    many were left out: the engine draws some identical pictures from different seeds (see
+def held_out_samples(data: Path, split: str) -> tuple[list[Any], list[Any], int]:
+    """The valid samples of ``split`` whose picture appears nowhere in ``train`` (positives and negatives), the
+    records refused when reading (reported by the evaluation), and how many samples were left out because
+    their picture is in train: the engine draws some identical pictures from different seeds (see
     :mod:`mmclip_plugin.overlap`)."""
     from mmclip_plugin.evaluate import load_split
     from mmclip_plugin.overlap import drop_seen, image_digests
 
-    samples = load_split(data, split)
+    samples, bad = load_split(data, split)
     if split == "train":
-        return samples, 0
+        return samples, bad, 0
     kept, leaked = drop_seen(samples, image_digests(data, ("train",)))
     if leaked:
         print(f"split {split}: {leaked} of {len(samples)} samples left out, their picture is also in train",
               file=sys.stderr)
-    return kept, leaked
+    return kept, bad, leaked
 
 
 def save_initial_model(base: TrainConfig, seed: int, directory: Path) -> Path:
@@ -163,11 +165,13 @@ def save_initial_model(base: TrainConfig, seed: int, directory: Path) -> Path:
 
 
 def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, out: Path, samples: Sequence[Any],
-            progress: bool = True, start: Path | None = None, left_out: int = 0) -> dict[str, Any]:
+            progress: bool = True, start: Path | None = None, left_out: int = 0,
+            bad: Sequence[Any] = ()) -> dict[str, Any]:
     """Train (unless done or not a training arm) and evaluate one arm for one seed; write its ``eval.json``.
 
     ``start``: the pretrained start every arm begins from (None: the seed's random initial weights);
-    ``left_out``: held-out samples not evaluated because their picture is in train (recorded).
+    ``left_out``: held-out samples not evaluated because their picture is in train (recorded);
+    ``bad``: records of the split refused when reading (counted and listed in the result).
     """
     from mmclip_plugin.checkpoint import find_latest
     from mmclip_plugin.distributed import resolve_device
@@ -192,7 +196,7 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
                     train_seconds=round(time.perf_counter() - start, 1))
     eval_cfg = EvalConfig(split=ablation.eval_split, batch_size=ablation.eval_batch_size, device=base.device)
     model = load_checkpoint(model_dir, device=resolve_device(eval_cfg.device))
-    result = evaluate_model(model, samples, eval_cfg)
+    result = evaluate_model(model, samples, eval_cfg, bad)
     result.update(checkpoint=str(model_dir), split=ablation.eval_split, left_out_seen_in_train=left_out, **info)
     arm_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(eval_file, result)
@@ -200,12 +204,12 @@ def run_arm(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, ou
 
 
 def _run_arm_job(ablation: AblationConfig, base: TrainConfig, arm_name: str, seed: int, out: Path,
-                 samples: Sequence[Any], start: Path | None, left_out: int) -> dict[str, Any]:
+                 samples: Sequence[Any], start: Path | None, left_out: int, bad: Sequence[Any]) -> dict[str, Any]:
     """:func:`run_arm` in a worker process of its own, on one intra-op thread (see :func:`run_ablation`)."""
     import torch
 
     torch.set_num_threads(1)
-    return run_arm(ablation, base, get_arm(arm_name), seed, out, samples, False, start, left_out)
+    return run_arm(ablation, base, get_arm(arm_name), seed, out, samples, False, start, left_out, bad)
 
 
 def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: bool = True,
@@ -231,7 +235,7 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     base = ablation.base_config()
     data = prepare_data(ablation, out)
-    samples, leaked = held_out_samples(data, ablation.eval_split)
+    samples, bad, leaked = held_out_samples(data, ablation.eval_split)
     start = prepare_pretrained(ablation, base, data, out, progress)
     base = build_config(TrainConfig, merge_dicts(config_to_dict(base), {"data": {"train": str(data)}}), ablation.source)
     per_arm: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ablation.arms}
@@ -251,15 +255,22 @@ def run_ablation(ablation: AblationConfig, out: str | os.PathLike, progress: boo
 
         print(f"{len(todo)} runs, {jobs} at a time", file=sys.stderr)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {job: pool.submit(_run_arm_job, ablation, base, *job, out, samples, start, leaked) for job in todo}
+            futures = {job: pool.submit(_run_arm_job, ablation, base, *job, out, samples, start, leaked, bad)
+                       for job in todo}
             for (arm_name, seed), future in futures.items():
                 per_arm[arm_name][seed] = future.result()
                 print(f"arm {arm_name} seed {seed}: done", file=sys.stderr)
     else:
         for arm_name, seed in todo:
             print(f"arm {arm_name} seed {seed}: running", file=sys.stderr)
-            per_arm[arm_name][seed] = run_arm(ablation, base, get_arm(arm_name), seed, out, samples, progress, start,
-                                              leaked)
+            try:
+                per_arm[arm_name][seed] = run_arm(ablation, base, get_arm(arm_name), seed, out, samples, progress,
+                                                  start, leaked, bad)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(f"arm {arm_name} seed {seed} stopped"
+                                  + (f" ({str(exc).split(';')[0]})" if isinstance(exc, Interrupted) else "")
+                                  + "; run the same command again to resume: finished arms are skipped and this one "
+                                    "continues from its last checkpoint") from None
     results = {name: summarise_seeds({s: runs[s] for s in ablation.seeds}) for name, runs in per_arm.items()}
     atomic_write_json(out / "ablation.json", results)
     atomic_write_text(out / "ablation.md", format_table(ablation, results))

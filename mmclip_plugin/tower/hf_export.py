@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmclip_plugin.checkpoint_files import read_open_clip_config
 from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir
 from mmclip_plugin.tower.hf_config import (
     clip_text_config,
@@ -63,7 +64,7 @@ from mmclip_plugin.tower.hf_weights import (
 from mmclip_plugin.tower.image_processor import build_hf_image_processor
 from mmclip_plugin.tower.weights import load_visual
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_directory, atomic_write_json
+from mmgeolm_core.io import atomic_directory, atomic_write_json, check_replaceable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -222,17 +223,17 @@ def export_hf(
 
     Raises:
         ValueError: an architecture transformers cannot express, or the verification failed.
-        InputError: ``out`` exists and ``overwrite`` is False; bad options.
+        InputError: ``out`` holds an earlier export and ``overwrite`` is False, or other files (never replaced);
+            bad options.
     """
     from mmclip_plugin.checkpoint import resolve_model_dir
 
     src = check_checkpoint_dir(resolve_model_dir(checkpoint)).resolve()
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    out = check_replaceable_dir(out, option="--out", what="an mmclip-export output", overwrite=overwrite,
+                                is_ours=lambda path: (path / EXPORT_INFO).is_file())
     if full and with_projection:
         raise InputError("--full already exports the projections; drop --with-projection")
-    cfg = json.loads((src / OPEN_CLIP_CONFIG).read_text())
+    cfg = read_open_clip_config(src)
     model_cfg, source = cfg["model_cfg"], str(src / OPEN_CLIP_CONFIG)
     visual, preprocess_cfg = load_visual(src)
     tokenizer = _hf_tokenizer(src, model_cfg) if full else None

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from mmclip_plugin.config import HF_PREFIX, ModelConfig
-from mmclip_plugin.model import MMCLIPModel
+from mmclip_plugin.model import MMCLIPModel, is_checkpoint_dir
 from mmclip_plugin.tower.hf_config import (
     hf_family,
     open_clip_config_from_hf,
@@ -45,6 +45,7 @@ from mmclip_plugin.tower.hf_config import (
 from mmclip_plugin.tower.hf_weights import clip_rules, convert, read_hf_state, siglip_rules
 from mmclip_plugin.tower.timm_vit import register_timm_names
 from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import check_replaceable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +187,8 @@ def import_hf(directory: str | os.PathLike, out: str | os.PathLike, *, verify: b
     Raises:
         InputError: bad input (see :func:`build_model_from_hf`), ``out`` exists, or :class:`ParityError`.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    out = check_replaceable_dir(out, option="--out", what="an MMCLIP checkpoint", overwrite=overwrite,
+                                is_ours=is_checkpoint_dir)
     model = build_model_from_hf(directory)
     parity = None
     if verify:

@@ -15,7 +15,6 @@ stages), each with its own channel count and stride.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmclip_plugin.model import OPEN_CLIP_CONFIG, WEIGHTS_FILE, check_checkpoint_dir, is_checkpoint_dir
+from mmclip_plugin.checkpoint_files import check_weights_file, read_open_clip_config, weights_mismatch
+from mmclip_plugin.model import OPEN_CLIP_CONFIG, check_checkpoint_dir, is_checkpoint_dir
 from mmclip_plugin.tower.timm_vit import register_timm_name, register_timm_names
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def read_vision_config(checkpoint: str | os.PathLike) -> MMCLIPVisionConfig:
     """
     path = check_checkpoint_dir(checkpoint)
     cfg_file = path / OPEN_CLIP_CONFIG
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_open_clip_config(path)
     model_cfg = cfg["model_cfg"]
     vision = model_cfg.get("vision_cfg")
     if not isinstance(vision, dict):
@@ -308,14 +308,14 @@ def load_visual(checkpoint: str | os.PathLike, device: str | torch.device = "cpu
     from safetensors import SafetensorError, safe_open
 
     path = check_checkpoint_dir(checkpoint)
-    cfg = json.loads((path / OPEN_CLIP_CONFIG).read_text())
+    cfg = read_open_clip_config(path)
     model_cfg = cfg["model_cfg"]
     if not isinstance(model_cfg.get("vision_cfg"), dict):
         raise ValueError(f"{path / OPEN_CLIP_CONFIG}: model_cfg has no 'vision_cfg'; there is no image tower to load")
     register_timm_names(model_cfg)
     preprocess_cfg = dict(cfg.get("preprocess_cfg") or {})
     preprocess_cfg.setdefault("size", model_cfg["vision_cfg"].get("image_size", 224))
-    weights = path / WEIGHTS_FILE
+    weights = check_weights_file(path)
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             state = {k[len("visual.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("visual.")}
@@ -335,7 +335,7 @@ def load_visual(checkpoint: str | os.PathLike, device: str | torch.device = "cpu
     try:
         visual.load_state_dict(state, strict=True, assign=on_meta)
     except RuntimeError as exc:
-        raise ValueError(f"{weights} does not match the architecture in {path / OPEN_CLIP_CONFIG}: {exc}") from exc
+        raise weights_mismatch(path, exc) from None
     if any(p.is_meta for p in visual.parameters()):
         raise RuntimeError(
             f"loading {path} produced meta (empty) weights: it ran inside an empty-weights context such as "

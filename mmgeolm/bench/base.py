@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mmgeolm_core.io import FormatError, read_records
+
 MODES = ("official", "robust")
 PROMPT_STYLES = ("official", "answer-line")
 METHODS = ("rule", "judge", "none")
@@ -113,6 +115,25 @@ class Benchmark:
         """``accuracy`` plus the benchmark's official breakdowns, from per-item correctness (and the
         extracted values, for metrics that look at the answers themselves)."""
         raise NotImplementedError
+
+
+def native_records(path: Path, required: Sequence[str], id_key: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The records of a benchmark file (a JSON list, JSON lines, or ``{id: record}`` when ``id_key`` is
+    given and the one object has no such key), each checked to be an object with the ``required`` keys.
+
+    Raises:
+        FormatError: a record that is not an object or lacks a required key (naming file, record and key).
+    """
+    records = read_records(path)
+    if id_key and len(records) == 1 and isinstance(records[0][1], dict) and id_key not in records[0][1]:
+        records = [(f"key {k!r}", v) for k, v in records[0][1].items()]
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", where=where)
+        for key in required:
+            if key not in record:
+                raise FormatError(path, "missing key", where=where, key=key)
+    return records
 
 
 def accuracy_by(items: Sequence[Item], correct: dict[str, bool], key: str) -> dict[str, dict[str, Any]]:

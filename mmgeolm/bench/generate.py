@@ -15,7 +15,7 @@ from typing import Any
 from mmgeolm.bench.base import PROMPT_STYLES, Benchmark, Item
 from mmgeolm.bench.registry import get_benchmark
 from mmgeolm_core.errors import InputError
-from mmgeolm_core.io import atomic_write_json, read_json
+from mmgeolm_core.io import atomic_write_json, check_model_path, check_output_dir, read_json
 
 logger = logging.getLogger(__name__)
 SETTINGS_FILE = "generation.json"
@@ -66,6 +66,10 @@ def generate_benchmark(args: argparse.Namespace) -> Path:
     """Run ``mmgeolm-bench generate`` from its parsed arguments; returns the predictions file."""
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise InputError(f"--batch-size and --max-new-tokens must be >= 1, got {args.batch_size}, {args.max_new_tokens}")
+    check_output_dir(args.out)
+    check_model_path(str(args.model_path))
+    if args.model_base:
+        check_model_path(str(args.model_base), "--model-base")
     bench = get_benchmark(args.bench)
     items = bench.read(args.questions, args.answers)
     if args.limit:

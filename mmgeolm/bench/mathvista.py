@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, summary
+from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, native_records, summary
 from mmgeolm.bench.extract import LETTERS, answer_span, extract_choice, find_letter, numbers_in, parse_number
 from mmgeolm.bench.registry import register_benchmark
-from mmgeolm_core.io import FormatError, read_records
+from mmgeolm_core.io import FormatError
 
 TASK = "geometry problem solving"
 REQUIRED = ("pid", "question", "choices", "answer", "question_type", "answer_type", "metadata")
@@ -97,16 +97,9 @@ class MathVista(Benchmark):
     breakdowns = ("by_skills", "by_source", "by_language", "by_question_type", "by_grade", "by_context")
 
     def read(self, questions: Path, answers: Path | None = None) -> list[Item]:
-        records = read_records(questions)
-        if len(records) == 1 and isinstance(records[0][1], dict) and "pid" not in records[0][1]:
-            records = [(f"key {k!r}", v) for k, v in records[0][1].items()]  # testmini.json: {pid: record}
+        records = native_records(questions, REQUIRED, id_key="pid")  # also testmini.json: {pid: record}
         items, seen = [], set()
         for where, r in records:
-            if not isinstance(r, dict):
-                raise FormatError(questions, f"expected a JSON object, got {type(r).__name__}", where=where)
-            for key in REQUIRED:
-                if key not in r:
-                    raise FormatError(questions, "missing key", where=where, key=key)
             if not isinstance(r["metadata"], dict) or "task" not in r["metadata"]:
                 raise FormatError(questions, "expected an object with 'task'", where=where, key="metadata")
             if r["question_type"] not in ("multi_choice", "free_form"):

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, summary
+from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, native_records, summary
 from mmgeolm.bench.extract import answer_span, boxed_contents, nfkc
 from mmgeolm.bench.mathnorm import LatexJudge
 from mmgeolm.bench.registry import register_benchmark
-from mmgeolm_core.io import FormatError, read_records
+from mmgeolm_core.io import FormatError
 
 REQUIRED = ("question", "file_name", "solution", "year", "difficult", "knowledge")
 DIFFICULTY = {"容易": "easy", "普通": "medium", "困难": "hard"}
@@ -41,16 +41,9 @@ class MMMath(Benchmark):
     breakdowns = ("by_difficulty", "by_grade", "by_knowledge")
 
     def read(self, questions: Path, answers: Path | None = None) -> list[Item]:
-        records = read_records(questions)
-        if len(records) == 1 and isinstance(records[0][1], dict) and "file_name" not in records[0][1]:
-            records = [(f"key {k!r}", v) for k, v in records[0][1].items()]  # eval.py's {index: record}
+        records = native_records(questions, REQUIRED, id_key="file_name")  # also eval.py's {index: record}
         items, seen = [], {}
         for where, r in records:
-            if not isinstance(r, dict):
-                raise FormatError(questions, f"expected a JSON object, got {type(r).__name__}", where=where)
-            for key in REQUIRED:
-                if key not in r:
-                    raise FormatError(questions, "missing key", where=where, key=key)
             if not isinstance(r["solution"], str) or "\\boxed{" not in r["solution"]:
                 raise FormatError(questions, "expected a LaTeX solution with \\boxed{...}", where=where, key="solution")
             fid = str(r["file_name"])

@@ -30,8 +30,8 @@ def read_predictions(path: str | os.PathLike, bench: Benchmark, known_ids: set[s
     """``{item id: response}`` from a predictions file.
 
     Raises:
-        FormatError: a record without an id or a response string, a duplicate id, or an id that the
-            question file does not have (naming file, line and key).
+        FormatError: no prediction at all, a record without an id or a response string, a duplicate id, or an
+            id that the question file does not have (naming file, line and key).
     """
     path = Path(path)
     out: dict[str, str] = {}
@@ -59,4 +59,6 @@ def read_predictions(path: str | os.PathLike, bench: Benchmark, known_ids: set[s
             raise FormatError(path, f"second prediction for id {item_id!r} (first at {first[item_id]})", where=where,
                               key="id")
         out[item_id], first[item_id] = record[key], where
+    if not out:
+        raise FormatError(path, "no predictions (expected JSON lines of {\"id\", \"response\"})")
     return out

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, summary
+from mmgeolm.bench.base import Benchmark, Extraction, Item, accuracy_by, native_records, summary
 from mmgeolm.bench.extract import extract_choice
 from mmgeolm.bench.registry import register_benchmark
-from mmgeolm_core.io import FormatError, read_json, read_records
+from mmgeolm_core.io import FormatError, read_json
 
 KEYS = ("2steps_1", "2steps_2", "2steps_multi", "3steps_1", "3steps_2", "3steps_3", "3steps_multi")
 REQUIRED = ("ID", "question", "option", "answer", "image_path", "key")
@@ -90,12 +90,7 @@ class WeMath(Benchmark):
     def read(self, questions: Path, answers: Path | None = None) -> list[Item]:
         domains = self._domains(questions.parent / NODES_FILE)
         items, seen = [], {}
-        for where, r in read_records(questions):
-            if not isinstance(r, dict):
-                raise FormatError(questions, f"expected a JSON object, got {type(r).__name__}", where=where)
-            for key in REQUIRED:
-                if key not in r:
-                    raise FormatError(questions, "missing key", where=where, key=key)
+        for where, r in native_records(questions, REQUIRED):
             if r["key"] not in KEYS:
                 raise FormatError(questions, f"unknown key {r['key']!r}; expected one of {list(KEYS)}", where=where,
                                   key="key")
