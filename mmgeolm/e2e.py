@@ -34,7 +34,9 @@ import numpy as np
 from mmgeolm.recipe import E2E_ROWS, PipelineRecipe
 from mmgeolm.run_layout import RunLayout
 from mmgeolm.stages import python_module
-from mmgeolm_core.io import atomic_write_json, iter_jsonl, read_json
+from mmgeolm_core.cli import run_cli
+from mmgeolm_core.errors import InputError
+from mmgeolm_core.io import FormatError, atomic_write_json, iter_jsonl, read_json
 
 METRIC = "paired yes/no accuracy"
 PLAN_FILE = "plan.json"
@@ -159,7 +161,7 @@ def read_pairs(probe: Path) -> dict[str, dict[str, dict[str, Any]]]:
         pairs.setdefault(record["pair"], {})[record["member"]] = record
     broken = [p for p, m in pairs.items() if set(m) != {"positive", "negative"}]
     if broken:
-        raise ValueError(f"{probe / 'probe.jsonl'}: pairs without both members: {broken[:5]}")
+        raise FormatError(probe / "probe.jsonl", f"pairs without both members (positive, negative): {broken[:5]}")
     return pairs
 
 
@@ -213,7 +215,7 @@ def summarize(e2e: Path, data: Path, rows: Mapping[str, str], seeds: Sequence[in
     leaked = pairs_seen_in_train(probe, all_pairs, data)
     pairs = {p: m for p, m in sorted(all_pairs.items()) if p not in leaked}
     if not pairs:
-        raise ValueError(f"{probe}: every pair's picture also appears in {data}'s train split")
+        raise InputError(f"{probe}: every pair's picture also appears in {data}'s train split")
     ids = list(pairs)
     relations = [pairs[p]["positive"]["relation"] for p in ids]
     both: dict[str, np.ndarray] = {}  # row -> (seeds, pairs) bool
@@ -289,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_argument("--seeds", nargs="+", type=int, required=True)
     summary.add_argument("--bootstrap", type=int, default=2000)
     summary.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    args = parser.parse_args(argv)
+    return run_cli("python -m mmgeolm.e2e", parser, _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "run-plan":
         run_plan(args.plan, args.jobs)
         return 0
@@ -301,7 +306,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row:15s} {METRIC} {100 * r['paired']['mean']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
               f"over {result['pairs']} pairs x {len(args.seeds)} seeds")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -320,8 +320,8 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["llava"]["stage2"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["questions"] = {"num": 4, "max_new_tokens": 3}
-    for key in ("geoqa", "mathvista", "wemath", "mmmath"):
-        demo["bench"][key] = None
+    for key in ("geoqa", "mathvista", "wemath", "mmmath"):  # the shipped samples, from the recipe copied here
+        demo["bench"][key] = str((shipped_dir("pipeline-recipe") / demo["bench"][key]).resolve())
     demo["bench"]["probe"] = 2
     demo["e2e"].update(probe=4, bootstrap=100)
     ablation = yaml.safe_load(ABLATION_CPU.read_text())
@@ -345,3 +345,5 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     e2e = json.loads((run / "e2e" / "e2e.json").read_text())
     assert summary["e2e"]["hard_negatives"] == e2e["rows"]["hard_negatives"]["paired"]["mean"]
     assert summary["e2e"]["seeds"] == 2 and summary["tower"]["chance"] > 0
+    for name in ("geoqa", "mathvista", "wemath", "mmmath", "probe"):
+        assert (run / "bench" / name / "scores.json").is_file(), name
