@@ -174,9 +174,12 @@ def test_shipped_short_names_resolve_for_every_command(kind: str, name: str) -> 
         assert load_data_recipe(name).name
 
 
-def _commands(name: str, stage: str) -> list[list[str]]:
+def _commands(name: str, stage: str, **llava: str) -> list[list[str]]:
     run = Path("/tmp/never-created")
-    (found,) = [s for s in build_stages(load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml"), run) if s.name == stage]
+    recipe = load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml")
+    for key, value in llava.items():
+        setattr(recipe.llava, key, value)
+    (found,) = [s for s in build_stages(recipe, run) if s.name == stage]
     return [[str(part) for part in cmd] for cmd in found.commands(run / stage)]
 
 
@@ -184,14 +187,16 @@ def _flag(cmd: list[str], name: str) -> str:
     return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1]
 
 
-def test_demo_runs_a_tiny_qwen2_with_its_chatml_template() -> None:
-    (_, tiny) = _commands("demo-cpu", "llava_data")
-    assert tiny[2] == "llava_patches.tiny_llm" and _flag(tiny, "--model") == "tiny-qwen2"
-    (stage2,) = _commands("demo-cpu", "llava_stage2")
-    assert _flag(stage2, "--version") == "qwen_2" and _flag(stage2, "--use_cpu") == "True"
+@pytest.mark.parametrize("llava", [{}, {"llm": "tiny-qwen2", "version": "qwen_2"}], ids=["shipped", "tiny-qwen2"])
+def test_the_demo_llm_and_its_template_reach_every_llava_command(llava: dict[str, str]) -> None:
+    expected = {**yaml.safe_load((shipped_dir("pipeline-recipe") / "demo-cpu.yaml").read_text())["llava"], **llava}
+    (_, tiny) = _commands("demo-cpu", "llava_data", **llava)
+    assert tiny[2] == "llava_patches.tiny_llm" and _flag(tiny, "--model") == expected["llm"]
+    (stage2,) = _commands("demo-cpu", "llava_stage2", **llava)
+    assert _flag(stage2, "--version") == expected["version"] and _flag(stage2, "--use_cpu") == "True"
     assert _flag(stage2, "--model_name_or_path").endswith("llava_data/llm")
-    (answers,) = _commands("demo-cpu", "answers")
-    assert _flag(answers, "--conv-mode") == "qwen_2"
+    (answers,) = _commands("demo-cpu", "answers", **llava)
+    assert _flag(answers, "--conv-mode") == expected["version"]
 
 
 def test_full_gpu_qwen_is_the_paper_mmgeolm_run() -> None:
