@@ -333,7 +333,7 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]))
     ablation["train"].update(steps=2, log_every=1)
     ablation["train"]["data"]["batch_size"] = 4
-    ablation["pretrain"].update(steps=2)
+    ablation["pretrain"].update(steps=2, train={"data": {"batch_size": 4}})
     ablation["pretrain"]["data_recipe"].update(num=20)
     demo["ablation"].update(recipe=str(_write(tmp_path / "micro-ablation.yaml", ablation)))
     recipe, run = _write(tmp_path / "micro.yaml", demo), tmp_path / "run"
