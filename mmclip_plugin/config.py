@@ -65,6 +65,10 @@ class ModelConfig:
         lock_text: freeze the text tower (except its last ``lock_text_unlocked_layers`` blocks).
         lock_text_unlocked_layers: text blocks left trainable when ``lock_text``.
         freeze_vision_blocks: freeze the patch embedding and the first N vision blocks.
+        freeze_bn_stats: the image tower's batch norms (conv towers) normalise with their running
+            statistics during training and stop updating them; their affine weights still train. A batch
+            statistic is a shortcut in hard-negative batches, whose images are near-copies of each other:
+            it is unlike the statistics any image meets at test time (see ``docs/losses.md``).
         grad_checkpointing: trade compute for memory in both towers.
         force_image_size: override the architecture's input resolution.
         init_logit_bias: bias given to a model without one when a sigmoid loss needs it.
@@ -76,6 +80,7 @@ class ModelConfig:
     lock_text: bool = False
     lock_text_unlocked_layers: int = 0
     freeze_vision_blocks: int = 0
+    freeze_bn_stats: bool = False
     grad_checkpointing: bool = False
     force_image_size: int | None = None
     init_logit_bias: float = -10.0
@@ -128,6 +133,10 @@ class LossConfig:
         gather: gather features across ranks for the in-batch term (with gradients).
         local_loss: open_clip's ``local_loss``: with ``gather`` each rank computes the softmax in-batch
             rows of its own samples only (against all columns) instead of the full global matrix.
+        drop_false_negatives: leave out of the in-batch term the entries whose caption or image is the
+            row's own (two samples with the same caption text, or the same image file): ranking such a
+            caption below the positive teaches a contradiction. Hard-negative batches are made of
+            near-duplicates, where this happens often (see ``docs/losses.md``).
         hard_sigmoid_reduction: how the 1 + K entries of a sigmoid hard-negative row combine: ``"mean"``
             (divide by the row's number of valid entries, the default) or ``"sum"`` (the public
             reference's image loss).
@@ -143,6 +152,7 @@ class LossConfig:
     negclip_columns: bool = False
     gather: bool = True
     local_loss: bool = False
+    drop_false_negatives: bool = True
     hard_sigmoid_reduction: str = "mean"
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ DataLoader worker) yields a marker that :class:`Collate` drops and reports in th
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,16 @@ class _Item:
     source: str
     record: str
 
+    @property
+    def pair_id(self) -> tuple[int, int]:
+        """Stable ids of the caption text and the image file (equal text, equal id, on every rank)."""
+        return _stable_id(self.caption), _stable_id(self.image)
+
+
+def _stable_id(text: str) -> int:
+    """A 63-bit id of ``text`` that does not depend on the process (``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
 
 class ContrastiveDataset(Dataset):
     """Items of (image, caption, K image negatives, K caption negatives), negatives picked per epoch.
@@ -184,7 +195,9 @@ class ContrastiveDataset(Dataset):
         sample: ``fixed`` (first K) or ``random`` (K drawn with a generator seeded by (seed, epoch, index)).
         seed: the run seed.
         hard_batches: also make every captioned image negative an item; :attr:`groups` then lists each
-            positive with its negatives, for a grouped batch sampler.
+            positive with its negatives, for a grouped batch sampler. A member's negatives are the other
+            members, except those with its own caption or image: two perturbations that remove the same
+            fact give two images with one caption, and neither is a negative of the other's caption.
         augment: ``transform`` is random; it is then seeded by (seed, epoch, index) so runs repeat exactly.
     """
 
@@ -217,7 +230,7 @@ class ContrastiveDataset(Dataset):
                 continue
             members = [(s.image, s.caption)] + [(n.image, n.caption) for n in s.image_negatives if n.caption]
             for j, (img, cap) in enumerate(members[1:], 1):
-                others = [m for i, m in enumerate(members) if i != j]
+                others = [m for i, m in enumerate(members) if i != j and m[0] != img and m[1] != cap]
                 self.items.append(_Item(img, cap, [m[0] for m in others], [(m[1], 0) for m in others],
                                         s.source, f"{s.record} negative {j - 1}"))
             self.groups.append(list(range(first, len(self.items))))
@@ -251,7 +264,7 @@ class ContrastiveDataset(Dataset):
         neg_images = self._pick(item.neg_images, self.k_images, rng)
         neg_texts = self._pick(item.neg_texts, self.k_texts, rng)
         bad: list[BadRecord] = []
-        out: dict[str, Any] = {"index": index, "bad": bad, "image": None}
+        out: dict[str, Any] = {"index": index, "bad": bad, "image": None, "pair_id": item.pair_id}
         try:
             out["image"] = self._load(item.image, index, 0)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -278,7 +291,8 @@ class Collate:
 
     Output keys: ``images`` (B, 3, H, W), ``texts`` (B, L), ``neg_images`` (B, Ki, 3, H, W),
     ``neg_image_mask`` (B, Ki) bool, ``neg_texts`` (B, Kt, L), ``neg_text_mask`` (B, Kt) bool,
-    ``neg_text_kind`` (B, Kt) long into ``TEXT_KINDS``, ``indices`` (B,), and ``bad``: the
+    ``neg_text_kind`` (B, Kt) long into ``TEXT_KINDS``, ``indices`` (B,), ``pair_ids`` (B, 2) the
+    caption and image ids of each item (for the loss's false negatives), and ``bad``: the
     :class:`BadRecord` list of this batch (dropped items and dropped negatives).
     """
 
@@ -311,6 +325,7 @@ class Collate:
             "neg_text_mask": neg_text_mask,
             "neg_text_kind": neg_text_kind,
             "indices": torch.tensor([it["index"] for it in good], dtype=torch.long),
+            "pair_ids": torch.tensor([it["pair_id"] for it in good], dtype=torch.long).reshape(b, 2),
             "bad": bad,
         }
 

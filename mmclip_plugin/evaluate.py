@@ -4,10 +4,17 @@ For every sample of a split of a data set (built by ``mmgeolm-data`` or in the r
 
 * **t2i hard accuracy**: the caption must score its own image above each of its K image negatives
   (1 + K candidates; chance ``1 / (1 + K)``);
+* **t2i paired accuracy**: for each image negative with a caption of its own, the positive caption
+  must prefer the positive image *and* the negative's caption the negative image. An encoder that ranks
+  pictures by how unperturbed they look, whatever the caption, passes every t2i hard row and no pair
+  (it scores 0; one guessing each side at random 0.25), so this is the grounding measure;
+  ``t2i_negative_caption_acc`` is the second half alone;
 * **i2t hard accuracy**: the image must score its own caption above each of its K caption negatives;
 * **per perturbation type** (``per_type``): pairwise win rate of the positive against the negatives of
   that type (image negatives by ``type``; caption negatives of kind ``perturbation`` by the type of the
   image negative they describe); chance 0.5;
+* ``hits``: each t2i row's hit (0/1, in sample order) and each pair's, so that intervals can be
+  bootstrapped over the samples;
 * **per caption kind** (``per_kind``): i2t accuracy against the negatives of that kind only, and the
   pairwise win rate;
 * **retrieval** over the whole split: R@1 / R@5 image -> caption and caption -> image among all
@@ -208,7 +215,8 @@ def evaluate_model(model: MMCLIPModel, samples: Sequence[Sample], cfg: EvalConfi
     image_negs = [list(s.image_negatives)[:ki] for s in samples]
     text_negs = [list(s.text_negatives)[:kt] for s in samples]
     image_paths = _unique([s.image for s in samples] + [n.image for negs in image_negs for n in negs])
-    captions = _unique([s.caption for s in samples] + [t.caption for negs in text_negs for t in negs])
+    captions = _unique([s.caption for s in samples] + [t.caption for negs in text_negs for t in negs]
+                       + [n.caption for negs in image_negs for n in negs if n.caption])
     was_training = model.training
     model.eval()
     try:
@@ -250,7 +258,8 @@ def compute_metrics(
         img: (Ni, D) normalised image embeddings; ``img_row[path]`` is the row of an image file.
         img_row: image path -> row of ``img`` (every positive and negative image of ``samples``).
         txt: (Nt, D) normalised caption embeddings.
-        txt_row: caption -> row of ``txt`` (every positive and negative caption).
+        txt_row: caption -> row of ``txt`` (every positive and negative caption, the image negatives'
+            own captions included).
         image_negatives: use at most this many image negatives per sample (None: all).
         text_negatives: use at most this many caption negatives per sample (None: all).
     """
@@ -261,6 +270,8 @@ def compute_metrics(
 
     t2i = _HardTally()
     i2t = _HardTally()
+    pairs = {"both": [0, 0], "negative_caption": [0, 0]}
+    hits: dict[str, list[int]] = {"t2i_hard": [], "t2i_paired": []}  # per row, in order: for intervals
     per_type: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"t2i": [0, 0], "i2t": [0, 0]})
     per_kind: dict[str, _HardTally] = defaultdict(_HardTally)
     for n, s in enumerate(samples):
@@ -269,8 +280,16 @@ def compute_metrics(
             pos = float(t @ v)
             neg = [float(t @ img[img_row[x.image]]) for x in image_negs[n]]
             t2i.add(pos, neg)
+            hits["t2i_hard"].append(int(all(pos > x for x in neg)))
             for x, score in zip(image_negs[n], neg):
                 _win(per_type[x.type]["t2i"], pos > score)
+                if x.caption and x.caption != s.caption:  # the same pair seen from the negative's caption
+                    t_neg = txt[txt_row[x.caption]]
+                    own = float(t_neg @ img[img_row[x.image]]) > float(t_neg @ v)
+                    _win(pairs["negative_caption"], own)
+                    _win(pairs["both"], own and pos > score)
+                    hits["t2i_paired"].append(int(own and pos > score))
+                    _win(per_type[x.type].setdefault("paired", [0, 0]), own and pos > score)
         if text_negs[n]:
             pos = float(v @ t)
             neg = [float(v @ txt[txt_row[x.caption]]) for x in text_negs[n]]
@@ -292,8 +311,12 @@ def compute_metrics(
     return {
         "i2t_hard_acc": i2t.acc,
         "t2i_hard_acc": t2i.acc,
+        "t2i_paired_acc": _frac(pairs["both"]),
+        "hits": hits,
+        "t2i_negative_caption_acc": _frac(pairs["negative_caption"]),
         "per_type": {
-            name: {"t2i_acc": _frac(c["t2i"]), "t2i_n": c["t2i"][1], "i2t_acc": _frac(c["i2t"]), "i2t_n": c["i2t"][1]}
+            name: {"t2i_acc": _frac(c["t2i"]), "t2i_n": c["t2i"][1], "i2t_acc": _frac(c["i2t"]), "i2t_n": c["i2t"][1],
+                   "t2i_paired_acc": _frac(c.get("paired", [0, 0]))}
             for name, c in sorted(per_type.items())
         },
         "per_kind": {
@@ -304,10 +327,11 @@ def compute_metrics(
         "retrieval": retrieval,
         "chance": {
             "i2t_hard_acc": i2t.chance, "t2i_hard_acc": t2i.chance, "pairwise": 0.5,
+            "t2i_paired_acc": 0.25, "t2i_negative_caption_acc": 0.5,
             **{f"r{k}": min(1.0, k / n_items) for k in RETRIEVAL_KS},
         },
         "counts": {
-            "samples": n_items, "i2t_rows": i2t.rows, "t2i_rows": t2i.rows,
+            "samples": n_items, "i2t_rows": i2t.rows, "t2i_rows": t2i.rows, "t2i_pairs": pairs["both"][1],
             "image_negatives": t2i.negatives, "text_negatives": i2t.negatives,
             "images_encoded": len(img_row), "captions_encoded": len(txt_row),
         },
@@ -399,6 +423,8 @@ def format_summary(name: str, result: dict[str, Any]) -> str:
         f"{name}: {result['counts']['samples']} samples ({result.get('split', '?')})",
         f"  i2t hard acc {pct(result['i2t_hard_acc'])}%  (chance {pct(c['i2t_hard_acc'])}%)",
         f"  t2i hard acc {pct(result['t2i_hard_acc'])}%  (chance {pct(c['t2i_hard_acc'])}%)",
+        f"  t2i paired acc {pct(result['t2i_paired_acc'])}% over {result['counts']['t2i_pairs']} pairs "
+        f"(caption-blind 0%, random 25%); the negative's caption alone {pct(result['t2i_negative_caption_acc'])}%",
         f"  retrieval over {r['candidates']}: i2t R@1 {pct(r['i2t_r1'])}% R@5 {pct(r['i2t_r5'])}%, "
         f"t2i R@1 {pct(r['t2i_r1'])}% R@5 {pct(r['t2i_r5'])}%  (chance R@1 {pct(c['r1'])}%, R@5 {pct(c['r5'])}%)",
     ]

@@ -122,6 +122,15 @@ class MMCLIPModel(nn.Module):
         return next(self.clip.visual.parameters()).dtype
 
     # ----------------------------------------------------------------------------- freezing
+    def train(self, mode: bool = True) -> MMCLIPModel:
+        """Train mode, except the image tower's batch norms when ``config.freeze_bn_stats``."""
+        super().train(mode)
+        if mode and self.config.freeze_bn_stats:
+            for module in self.clip.visual.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # normalise with the running statistics and leave them as they are
+        return self
+
     def apply_freezing(self) -> None:
         """Apply the lock/freeze options of :attr:`config` (idempotent)."""
         cfg = self.config

@@ -274,7 +274,7 @@ def train_step(run: Run, forward: nn.Module, batches: Iterator[tuple[int, int, d
                     None if f["logit_bias"] is None else f["logit_bias"].float(),
                     neg_image_features=f["neg_image_features"].float(), neg_image_mask=batch["neg_image_mask"],
                     neg_text_features=f["neg_text_features"].float(), neg_text_mask=batch["neg_text_mask"],
-                    neg_text_kind=batch["neg_text_kind"],
+                    neg_text_kind=batch["neg_text_kind"], pair_ids=batch["pair_ids"],
                 )
             run.scaler.scale(losses["loss"] / accum).backward()
         meter.add(losses, images=batch["images"].shape[0] + int(batch["neg_image_mask"].sum()))

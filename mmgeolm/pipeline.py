@@ -1,6 +1,10 @@
 """The stages from a recipe to MMGeoLM, as subprocess commands over one run directory.
 
-    data -> mmclip -> [ablation] -> eval -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> [bench] -> report
+    data -> [mmclip] -> [ablation] -> [eval] -> llava_data -> llava_stage1 -> llava_stage2 -> answers -> [bench]
+         -> [e2e] -> report
+
+LLaVA's tower is the mmclip stage's encoder, or an ablation arm's (``llava.tower: ablation:<arm>``); the
+``e2e`` stage (:mod:`mmgeolm.e2e`) repeats the LLaVA stages with three towers and several seeds.
 
 Each stage writes into ``<run>/<stage>/``; :mod:`mmgeolm.stages` runs them, skips finished ones and
 re-runs an interrupted one (whose own command resumes).
@@ -12,11 +16,11 @@ import sys
 from pathlib import Path
 
 from llava_patches.tiny_llm import is_tiny_llm
-from mmgeolm.recipe import LlavaStage, PipelineRecipe
+from mmgeolm.recipe import ABLATION_TOWER, LlavaStage, PipelineRecipe
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout
 from mmgeolm.stages import Stage, python_module
 
-__all__ = ["STAGE_NAMES", "bench_commands", "build_stages"]
+__all__ = ["STAGE_NAMES", "bench_commands", "build_stages", "llava_tower", "llava_train_args"]
 
 
 def _console(name: str) -> str:
@@ -25,13 +29,37 @@ def _console(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, out: Path, stage1: bool) -> list[str]:
+def llava_tower(recipe: PipelineRecipe, run: RunLayout) -> Path:
+    """The encoder the main LLaVA chain uses: the mmclip stage's, or ``llava.tower``'s ablation arm for the run's seed."""
+    tower = recipe.llava.tower
+    if tower.startswith(ABLATION_TOWER):
+        return run.ablation_encoder(tower[len(ABLATION_TOWER):], recipe.seed)
+    return run.mmclip / "final"
+
+
+def llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage, out: Path, stage1: bool,
+                     tower: Path | None = None, seed: int | None = None, projector: Path | None = None) -> list[str]:
+    """upstream ``train()``'s arguments for LLaVA stage 1 or 2 of ``recipe``.
+
+    Args:
+        recipe: the pipeline recipe (LLM, template, stage settings).
+        run: the run's layout (LLM, LLaVA data, data set).
+        stage: the stage's settings.
+        out: the checkpoint directory to write.
+        stage1: projector pretraining (True) or instruction tuning (False).
+        tower: the MMCLIP encoder (default: :func:`llava_tower`).
+        seed: the training seed (default: the recipe's).
+        projector: stage 2's pretrained projector (default: the main chain's stage 1).
+    """
     llava = recipe.llava
+    tower = llava_tower(recipe, run) if tower is None else tower
+    seed = recipe.seed if seed is None else seed
+    projector = run.llava_model(1) / "mm_projector.bin" if projector is None else projector
     args = [
         "--model_name_or_path", str(run.tiny_llm) if is_tiny_llm(llava.llm) else llava.llm,
         "--data_path", str(run.llava_data / ("stage1.json" if stage1 else "stage2.json")),
         "--image_folder", str(run.dataset),
-        "--vision_tower", f"mmclip:{run.mmclip / 'final'}",
+        "--vision_tower", f"mmclip:{tower}",
         "--mm_projector_type", "mlp2x_gelu",
         "--mm_vision_select_layer", "-2",
         "--mm_use_im_start_end", "False",
@@ -49,21 +77,27 @@ def _llava_train_args(recipe: PipelineRecipe, run: RunLayout, stage: LlavaStage,
         "--logging_steps", "1",
         "--model_max_length", str(llava.max_length),
         "--lazy_preprocess", "True",
-        "--dataloader_num_workers", "0",
+        "--dataloader_num_workers", str(llava.dataloader_workers),
         "--report_to", "none",
         "--save_strategy", "no",
-        "--seed", str(recipe.seed),
+        "--seed", str(seed),
     ]
     if stage1:
         args += ["--version", "plain", "--tune_mm_mlp_adapter", "True"]
     else:
-        args += ["--version", llava.version,
-                 "--pretrain_mm_mlp_adapter", str(run.llava_model(1) / "mm_projector.bin")]
+        args += ["--version", llava.version, "--pretrain_mm_mlp_adapter", str(projector)]
     if stage.deepspeed or llava.deepspeed:
         args += ["--deepspeed", stage.deepspeed or llava.deepspeed]
     cpu = is_tiny_llm(llava.llm)
     args += ["--bf16", "False", "--fp16", "False", "--use_cpu", "True"] if cpu else ["--bf16", "True"]
     return args + llava.extra_args + stage.extra_args
+
+
+def llava_command(recipe: PipelineRecipe, args: list[str]) -> list[str]:
+    """The argv running the recipe's LLaVA entry point (under its launcher, if any) with ``args``."""
+    if recipe.llava.launcher:
+        return [*recipe.llava.launcher, recipe.llava.entry, *args]
+    return python_module(recipe.llava.entry, *args)
 
 
 def bench_commands(recipe: PipelineRecipe, run: RunLayout, folder: Path) -> list[list[str]]:
@@ -107,7 +141,14 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         return [cmd]
 
     def ablation(folder: Path) -> list[list[str]]:
-        return [[_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder)]]
+        # the run's own data set: the towers LLaVA takes from here have seen its train split only
+        cmd = [_console("mmclip-ablate"), recipe.ablation.recipe, "--out", str(folder), "--data", str(data_dir),
+               "--no-progress", "--jobs", str(recipe.ablation.jobs)]
+        if recipe.ablation.arms:
+            cmd += ["--arms", *recipe.ablation.arms]
+        if recipe.ablation.seeds:
+            cmd += ["--seeds", *map(str, recipe.ablation.seeds)]
+        return [cmd]
 
     def evaluate(folder: Path) -> list[list[str]]:
         # the trained encoder beside the very weights its training started from (mmclip-train saved them)
@@ -117,7 +158,8 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
 
     def llava_data(folder: Path) -> list[list[str]]:
         cmds = [[_console("mmgeolm-data"), "llava-data", "--data", str(data_dir), "--out", str(folder),
-                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed)]]
+                 "--num-questions", str(recipe.questions.num), "--seed", str(recipe.seed),
+                 "--stage2", recipe.llava.stage2_data]]
         if is_tiny_llm(recipe.llava.llm):
             cmds.append(python_module("llava_patches.tiny_llm", "--model", recipe.llava.llm, "--corpus",
                                       folder / "stage1.json", folder / "stage2.json", "--out", run.tiny_llm,
@@ -126,10 +168,7 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
 
     def llava_stage(stage: LlavaStage, stage1: bool):
         def commands(folder: Path) -> list[list[str]]:
-            args = _llava_train_args(recipe, run, stage, folder / "model", stage1)
-            if recipe.llava.launcher:
-                return [[*recipe.llava.launcher, recipe.llava.entry, *args]]
-            return [python_module(recipe.llava.entry, *args)]
+            return [llava_command(recipe, llava_train_args(recipe, run, stage, folder / "model", stage1))]
         return commands
 
     def answers(folder: Path) -> list[list[str]]:
@@ -141,13 +180,18 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
     def bench(folder: Path) -> list[list[str]]:
         return bench_commands(recipe, run, folder)
 
+    def e2e(folder: Path) -> list[list[str]]:
+        from mmgeolm.e2e import e2e_commands
+
+        return e2e_commands(recipe, run)
+
     def report(folder: Path) -> list[list[str]]:
         return [python_module("mmgeolm.report", run.root)]
 
     llava_on = recipe.llava.enabled
     return [
         Stage("data", data),
-        Stage("mmclip", mmclip),
+        Stage("mmclip", mmclip, enabled=recipe.mmclip.enabled),
         Stage("ablation", ablation, enabled=recipe.ablation.enabled),
         Stage("eval", evaluate, enabled=recipe.eval.enabled),
         Stage("llava_data", llava_data, enabled=llava_on),
@@ -155,5 +199,6 @@ def build_stages(recipe: PipelineRecipe, run: Path) -> list[Stage]:
         Stage("llava_stage2", llava_stage(recipe.llava.stage2, False), enabled=llava_on),
         Stage("answers", answers, enabled=llava_on),
         Stage("bench", bench, enabled=llava_on and bool(recipe.bench.selected())),
+        Stage("e2e", e2e, enabled=llava_on and recipe.e2e.enabled),
         Stage("report", report),
     ]

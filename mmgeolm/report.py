@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from llava_patches.tiny_llm import is_tiny_llm  # noqa: E402
+from mmgeolm.report_e2e import e2e_section, encoder_interval, tower_figures, tower_result, write_summary  # noqa: E402
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
 from mmgeolm_core.cli import run_cli  # noqa: E402
@@ -199,9 +200,10 @@ def _data_section(run: Path, rel: Any) -> list[str]:
         return []
     counts = manifest.get("counts", {})
     md = ["## Data", ""]
-    md += [_table([["positives", "image negatives", "train / val", "families", "perturbation types"],
+    splits = [k for k in ("train", "dev", "val") if k != "dev" or counts.get("by_split", {}).get(k)]
+    md += [_table([["positives", "image negatives", " / ".join(splits), "families", "perturbation types"],
                    [str(counts.get("accepted", "?")), str(counts.get("negatives", "?")),
-                    " / ".join(str(counts.get("by_split", {}).get(k, 0)) for k in ("train", "val")),
+                    " / ".join(str(counts.get("by_split", {}).get(k, 0)) for k in splits),
                     str(len(counts.get("by_family", {}))), str(len(counts.get("by_perturbation", {})))]]), ""]
     text = manifest.get("text_negatives", {}).get("counts")
     if text:
@@ -328,6 +330,16 @@ def _headline(run: Path) -> list[str]:
         start = "".join(f"; {n}: {_pct(r.get('t2i_hard_acc'))}" for n, r in others)
         lines.append(f"- **MMCLIP caption → image among hard negatives: {_pct(first.get('t2i_hard_acc'))}** "
                      f"({name}{start}; chance {_pct(chance)}).")
+    tower = tower_figures(RunLayout(run))
+    e2e = _read_json(RunLayout(run).e2e_json)
+    if tower and isinstance(e2e, dict):
+        rows = e2e["rows"]
+        lines.append("- **End to end, paired yes/no accuracy (both members of a pair right): "
+                     + ", ".join(f"{name} {_pct(rows[name]['paired']['mean'])}" for name in rows)
+                     + f"** (blind guess {_pct(e2e['blind_guess'])}; {e2e['pairs']} pairs x {len(e2e['seeds'])} "
+                     f"seeds; intervals below). The tower LLaVA uses: caption → image among its hard negatives "
+                     f"{_pct(tower['val_t2i_hard'])}{_interval_text(RunLayout(run))} on val "
+                     f"(chance {_pct(tower['chance'])}).")
     arms = _read_json(RunLayout(run).ablation / "ablation.json")
     if isinstance(arms, dict) and {"image", "in_batch"} <= set(arms):
         gain = 100 * (arms["image"]["t2i_hard_acc"] - arms["in_batch"]["t2i_hard_acc"])
@@ -335,6 +347,12 @@ def _headline(run: Path) -> list[str]:
                      f"over in-batch negatives alone ({_pct(arms['image']['t2i_hard_acc'])} vs "
                      f"{_pct(arms['in_batch']['t2i_hard_acc'])}, equal images).")
     return [*lines, ""] if lines else []
+
+
+def _interval_text(run: RunLayout) -> str:
+    result = tower_result(run)
+    interval = encoder_interval(result, "t2i_hard") if result else None
+    return "" if interval is None else f" [95% interval {_pct(interval[0])}, {_pct(interval[1])}]"
 
 
 def _bench_section(run: Path) -> list[str]:
@@ -358,6 +376,7 @@ def build_report(run: Path) -> Path:
 
     md: list[str] = [f"# MMGeoLM run report: `{run.resolve().name}`", ""]
     md += _headline(run)
+    md += e2e_section(run)
     md += _data_section(run, rel)
     md += _mmclip_section(run, out, rel)
     md += _eval_section(run, rel)
@@ -368,6 +387,7 @@ def build_report(run: Path) -> Path:
     md += _bench_section(run)
     md += _timings(run)
     text = "\n".join(md)
+    write_summary(run)
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.html", markdown_to_html(text, run.resolve().name))
     return out / "report.md"

@@ -10,6 +10,7 @@ The pipeline writes these paths and the report reads them; both take them from h
     <run>/llava_stage{1,2}/model/  the LLaVA checkpoints
     <run>/answers/                 answers.jsonl, score.json
     <run>/bench/<name>/            predictions, results and scores of each benchmark
+    <run>/e2e/                     probe/, <row>/seed_<s>/{llava_stage1,llava_stage2,probe}/, e2e.json
     <run>/report/                  report.md, report.html and their figures
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGE_NAMES = (
-    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "bench", "report",
+    "data", "mmclip", "ablation", "eval", "llava_data", "llava_stage1", "llava_stage2", "answers", "bench", "e2e",
+    "report",
 )
 DONE_FILE = "DONE.json"
 LOG_FILE = "stage.log"
@@ -87,6 +89,34 @@ class RunLayout:
     def bench(self) -> Path:
         return self.stage("bench")
 
+    def ablation_encoder(self, arm: str, seed: int) -> Path:
+        """The encoder ablation arm ``arm`` trained for ``seed`` (``no_finetune``: the arms' common start)."""
+        if arm == "no_finetune":
+            pretrained = self.ablation / "pretrain" / "train" / "final"
+            return pretrained if pretrained.is_dir() else self.ablation / "init" / f"seed_{seed}"
+        return self.ablation / "arms" / arm / f"seed_{seed}" / "train" / "final"
+
+    @property
+    def e2e(self) -> Path:
+        return self.stage("e2e")
+
+    @property
+    def e2e_probe(self) -> Path:
+        return self.e2e / "probe"
+
+    def e2e_run(self, row: str, seed: int) -> Path:
+        """The folder of one end-to-end run: LLaVA stages 1 and 2 with ``row``'s tower, and its probe answers."""
+        return self.e2e / row / f"seed_{seed}"
+
+    @property
+    def e2e_json(self) -> Path:
+        return self.e2e / "e2e.json"
+
     @property
     def report(self) -> Path:
         return self.stage("report")
+
+    @property
+    def summary(self) -> Path:
+        """``report/summary.json``: the headline figures, every one computed from the run's files."""
+        return self.report / "summary.json"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mmclip_fixtures import make_dataset_dir
+from mmclip_fixtures import make_dataset_dir, write_png
 
 from mmclip_plugin.ablation.arms import PAPER_ARMS as ARMS_IN_TABLE_ORDER
 from mmclip_plugin.ablation.arms import get_arm, list_arms, register_arm
@@ -138,6 +138,52 @@ def test_micro_ablation_runs_and_resumes(tmp_path, capsys):
     results = json.loads((out / "ablation.json").read_text())
     assert results["image"]["t2i_hard_acc"] == 0.123
     assert results["in_batch"]["steps"] == 12  # 3x the steps of 4 images: the same 48 images
+
+
+def test_pretrained_start_is_shared_disjoint_from_the_data_and_held_out_leaks_are_left_out(tmp_path, capsys):
+    import shutil
+
+    data = make_dataset_dir(tmp_path / "data", n=8, k_images=2, k_texts=2, val=3)
+    shutil.copy(data / "images" / "0.png", data / "images" / "8.png")  # a val picture that is also in train
+    pool = make_dataset_dir(tmp_path / "pool", n=6, k_images=0, k_texts=0)
+    for i in range(6):  # the fixture draws the same pictures for the same indices: make the pool's its own
+        write_png(pool / "images" / f"{i}.png", seed=50_000 + i)
+    shutil.copy(data / "images" / "3.png", pool / "images" / "2.png")  # a pool picture that is also in the data
+    path = tmp_path / "pre.yaml"
+    path.write_text(yaml.safe_dump({"name": "pre", "train": TRAIN, "data": str(data), "seeds": [0, 1],
+                                    "arms": ["no_finetune", "in_batch"], "eval_batch_size": 8,
+                                    "pretrain": {"data": str(pool), "steps": 2, "train": {"data": {"batch_size": 2}}}}))
+    out = tmp_path / "out"
+    assert ablate_main([str(path), "--out", str(out), "--no-progress"]) == 0
+    start = out / "pretrain" / "train" / "final"
+    info = json.loads((out / "pretrain" / "pretrain.json").read_text())
+    assert info["overlap"] == {"pool_samples": 6, "kept": 5, "dropped_shared_with_data": 1} and info["steps"] == 2
+    pool_ids = [json.loads(line)["id"] for line in (out / "pretrain" / "pool" / "samples.jsonl").read_text().splitlines()]
+    assert pool_ids == ["s0", "s1", "s3", "s4", "s5"]
+    results = json.loads((out / "ablation.json").read_text())
+    for seed in ("0", "1"):  # one start for every seed, evaluated as it is by no_finetune
+        assert results["no_finetune"]["per_seed"][seed]["checkpoint"] == str(start)
+        trained = yaml.safe_load((out / "arms" / "in_batch" / f"seed_{seed}" / "train" / "final" / "train_config.yaml").read_text())
+        assert trained["model"]["name"] == f"local-dir:{start.resolve()}"
+    assert not (out / "init").exists()
+    assert results["in_batch"]["counts"]["samples"] == 2 and results["in_batch"]["left_out_seen_in_train"] == 1
+    assert "2 samples; 1 more left out, their picture also in train" in (out / "ablation.md").read_text()
+    assert "1 of 3 samples left out" in capsys.readouterr().err
+
+
+def test_runs_side_by_side_give_the_same_arms_and_files(tmp_path, capsys):
+    data = make_dataset_dir(tmp_path / "data", n=8, k_images=2, k_texts=2, val=3)
+    recipe = _recipe(tmp_path, data, ["no_finetune", "in_batch", "image"], seeds=[0, 1])
+    assert ablate_main([str(recipe), "--out", str(tmp_path / "out"), "--no-progress", "--jobs", "2"]) == 0
+    assert "6 runs, 2 at a time" in capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert list(results) == ["no_finetune", "in_batch", "image"]
+    for arm in ("in_batch", "image"):
+        assert results[arm]["seeds"] == [0, 1] and set(results[arm]["per_seed"]) == {"0", "1"}
+        for seed in (0, 1):
+            assert (tmp_path / "out" / "arms" / arm / f"seed_{seed}" / "train" / "final").is_dir()
+    assert results["in_batch"]["steps"] == 12 and results["image"]["steps"] == 4
+    assert ablate_main([str(recipe), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2
 
 
 def test_cli_lists_arms_and_rejects_bad_arm(tmp_path, capsys):

@@ -125,6 +125,7 @@ def test_the_pipeline_bench_stage_runs_every_shipped_sample_and_the_report_shows
     from mmgeolm.pipeline import bench_commands
     from mmgeolm.recipe import load_recipe
     from mmgeolm.report import build_report
+    from mmgeolm.run_layout import RunLayout
 
     recipe = load_recipe("demo-cpu")
     recipe.bench.probe, recipe.bench.max_new_tokens = 3, 4
@@ -132,7 +133,7 @@ def test_the_pipeline_bench_stage_runs_every_shipped_sample_and_the_report_shows
     shutil.copytree(ws["model"], run / "llava_stage2" / "model")
     (run / "recipe.yaml").write_text("llava: {llm: tiny}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    for cmd in bench_commands(recipe, run, run / "bench"):
+    for cmd in bench_commands(recipe, RunLayout(run), run / "bench"):
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
     for name in ("geoqa", "mathvista", "wemath", "mmmath", "probe"):

@@ -177,6 +177,23 @@ def test_hard_batches_expose_negatives_as_items_with_groups(tmp_path, model):
     assert pos.neg_images == [n.image for n in samples[0].image_negatives]
 
 
+def test_hard_batch_twins_are_not_each_others_negatives(tmp_path, model):
+    """Two negatives removing the same fact share a caption: neither is a negative of the other's caption."""
+    root = make_dataset_dir(tmp_path / "d", n=2, k_images=3, k_texts=1)
+    samples, _ = read_samples(root)
+    twin = samples[0].image_negatives[1]
+    samples[0].image_negatives[2] = type(twin)(samples[0].image_negatives[2].image, twin.caption, twin.type)
+    ds = _dataset(samples, model, image_negatives=3, text_negatives=3, hard_batches=True)
+    first, second = ds.items[2], ds.items[3]  # the twins: same caption, two images
+    assert first.caption == second.caption and first.image != second.image
+    assert second.image not in first.neg_images and first.caption not in [c for c, _ in second.neg_texts]
+    assert first.neg_images == [samples[0].image, samples[0].image_negatives[0].image]
+    assert first.pair_id[0] == second.pair_id[0] and first.pair_id[1] != second.pair_id[1]
+    loader = DataLoader(ds, batch_sampler=[[0, 1, 2, 3]], collate_fn=_collate(model, 3, 3))
+    ids = next(iter(loader))["pair_ids"]  # the loss leaves the twins' in-batch entries out
+    assert ids.shape == (4, 2) and ids[2, 0] == ids[3, 0] and len(set(ids[:, 1].tolist())) == 4
+
+
 def test_build_dataset_from_config(tmp_path, model):
     image_json, text_json = make_reference_json(tmp_path / "ref", n=3)
     root = make_dataset_dir(tmp_path / "d", n=2)

@@ -49,8 +49,14 @@ def test_known_answer_metrics():
     assert r["t2i_hard_acc"] == 0.5 and r["i2t_hard_acc"] == 0.5
     assert r["chance"]["t2i_hard_acc"] == pytest.approx((1 / 3 + 1 / 2) / 2)
     assert r["chance"]["i2t_hard_acc"] == pytest.approx((1 / 3 + 1 / 4) / 2)
-    assert r["per_type"]["move"] == {"t2i_acc": 0.5, "t2i_n": 2, "i2t_acc": 0.5, "i2t_n": 2}
-    assert r["per_type"]["swap"] == {"t2i_acc": 1.0, "t2i_n": 1, "i2t_acc": None, "i2t_n": 0}  # no caption
+    assert r["per_type"]["move"] == {"t2i_acc": 0.5, "t2i_n": 2, "i2t_acc": 0.5, "i2t_n": 2, "t2i_paired_acc": 0.0}
+    assert r["per_type"]["swap"] == {"t2i_acc": 1.0, "t2i_n": 1, "i2t_acc": None, "i2t_n": 0,  # no caption
+                                     "t2i_paired_acc": None}
+    # pairs: c0 prefers i0 but c0n0 = (1, .2) also prefers i0 (.98) to its own i0n0 (.96); c1n0 = (0, 1)
+    # prefers i1 (1.0) to i1n0 (.98): no negative caption picks its own image, so no pair is right
+    assert (r["t2i_paired_acc"], r["t2i_negative_caption_acc"], r["counts"]["t2i_pairs"]) == (0.0, 0.0, 2)
+    assert r["chance"]["t2i_paired_acc"] == 0.25
+    assert r["hits"] == {"t2i_hard": [1, 0], "t2i_paired": [0, 0]}  # per row, for intervals
     assert list(r["per_kind"]) == ["perturbation", "rule", "retrieval"]
     assert r["per_kind"]["perturbation"]["acc"] == 0.5 and r["per_kind"]["perturbation"]["chance"] == 0.5
     assert r["per_kind"]["rule"]["acc"] == 1.0 and r["per_kind"]["rule"]["rows"] == 2
@@ -65,11 +71,23 @@ def test_known_answer_metrics():
     assert limited["chance"]["t2i_hard_acc"] == 0.5
 
 
+def test_paired_accuracy_is_zero_for_a_caption_blind_encoder_and_one_when_grounded():
+    s = [Sample("p", "cp", [ImageNegative("n1", "c1", "move"), ImageNegative("n2", "c2", "drop")])]
+    img = torch.stack([_unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)])
+    rows = {"p": 0, "n1": 1, "n2": 2}
+    blind = torch.stack([_unit(1, .1, .1)] * 3)  # every caption prefers the positive image
+    r = compute_metrics(s, img, rows, blind, {"cp": 0, "c1": 1, "c2": 2})
+    assert r["t2i_hard_acc"] == 1.0 and r["t2i_paired_acc"] == 0.0 and r["t2i_negative_caption_acc"] == 0.0
+    grounded = torch.eye(3)  # each caption prefers its own image
+    r = compute_metrics(s, img, rows, grounded, {"cp": 0, "c1": 1, "c2": 2})
+    assert r["t2i_hard_acc"] == 1.0 and r["t2i_paired_acc"] == 1.0 and r["per_type"]["drop"]["t2i_paired_acc"] == 1.0
+
+
 def test_ties_count_as_misses_and_same_caption_counts_as_retrieval_hit():
     same = _unit(1, 0)
     s = [Sample("a", "x", [ImageNegative("an", "y", "t")]), Sample("b", "x", [])]  # two images share caption "x"
     img = torch.stack([same, same, _unit(0, 1)])
-    r = compute_metrics(s, img, {"a": 0, "an": 1, "b": 2}, torch.stack([same]), {"x": 0})
+    r = compute_metrics(s, img, {"a": 0, "an": 1, "b": 2}, torch.stack([same, _unit(0, 1)]), {"x": 0, "y": 1})
     assert r["t2i_hard_acc"] == 0.0  # the negative scores exactly as high: a miss
     assert r["retrieval"]["i2t_r1"] == 1.0  # image b's best caption is "x", its own text
 

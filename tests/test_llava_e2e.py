@@ -121,6 +121,26 @@ def test_stage1_trains_only_the_projector(ws):
     assert config["mm_hidden_size"] == 64
 
 
+def test_a_conv_tower_serves_upstream_training_and_generation(ws, tmp_path):
+    """mmclip-tiny-resnet (timm test_resnet): layer3's 4 x 4 map of 192 channels becomes LLaVA's 16 image tokens."""
+    from mmclip_plugin.config import ModelConfig
+    from mmclip_plugin.model import create_model
+
+    torch.manual_seed(0)
+    conv = create_model(ModelConfig(name="mmclip-tiny-resnet")).save_pretrained(tmp_path / "resnet")
+    paths = {**ws, "mmclip": conv}
+    _train(paths, tmp_path / "stage1", "--use_cpu", "True", "--save_strategy", "no", stage=1)
+    _assert_learning(tmp_path / "stage1")
+    config = json.loads((tmp_path / "stage1" / "config.json").read_text())
+    assert config["mm_hidden_size"] == 192 and config["mm_vision_tower"] == f"mmclip:{conv}"
+    paths["stage1"] = tmp_path / "stage1"
+    _train(paths, tmp_path / "stage2", "--use_cpu", "True", "--save_strategy", "no", stage=2)
+    _assert_learning(tmp_path / "stage2")
+    model, text = _generate(tmp_path / "stage2", ws["images"] / "0000.png")
+    assert isinstance(text, str) and text.strip(), repr(text)
+    assert model.get_vision_tower().num_patches == 16
+
+
 def test_stage2_trains_saves_reloads_and_generates(ws, stage2):
     _assert_learning(stage2)
     for name in ("config.json", "model.safetensors", "tokenizer.model", "checkpoint-6/model.safetensors"):

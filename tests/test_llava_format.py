@@ -84,3 +84,28 @@ def test_without_val_split_the_error_names_the_data_set(dataset: Path, tmp_path:
     with pytest.raises(ValueError, match="0 val") as info:
         write_llava_data(copy, tmp_path / "out")
     assert str(copy) in str(info.value)
+
+
+def test_paired_yes_no_stage2_asks_each_question_on_both_images_with_opposite_answers(dataset: Path,
+                                                                                    tmp_path: Path) -> None:
+    from data_recipes.diagrams.questions import paired_questions
+
+    written = write_llava_data(dataset, tmp_path, num_questions=8, seed=0, stage2="paired-yes-no")
+    stage2 = json.loads(written.stage2.read_text())
+    train = [s for s in read_samples(dataset) if s["split"] == "train"]
+    expected = sum(1 for s in train for n in s["negatives"]
+                   for q in paired_questions(s["facts"], n["facts"], n["removed"], n["added"]) if q.kind == "yes_no")
+    assert expected > 0 and len(stage2) == 2 * expected
+    by_pair: dict[str, dict[str, dict]] = {}
+    for record in stage2:
+        _check_record(record, dataset)
+        pair, member = record["id"].rsplit("-", 1)
+        by_pair.setdefault(pair, {})[member] = record
+    for members in by_pair.values():
+        pos, neg = members["pos"], members["neg"]
+        assert pos["conversations"][0] == neg["conversations"][0] and pos["image"] != neg["image"]
+        assert {pos["conversations"][1]["value"], neg["conversations"][1]["value"]} == {"yes", "no"}
+    answers = [r["conversations"][1]["value"] for r in stage2]
+    assert answers.count("yes") == answers.count("no")  # every question text as often "yes" as "no"
+    with pytest.raises(ValueError, match="stage2='captions'"):
+        write_llava_data(dataset, tmp_path / "bad", stage2="captions")

@@ -273,6 +273,37 @@ def test_negclip_columns_match_reference(batch, kind):
 
 
 # ---------------------------------------------------------------------------------------------- scalars
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_false_negatives_are_left_out_of_the_in_batch_rows(batch, kind):
+    """Samples 0 and 4 share a caption, samples 2 and 5 an image: those entries leave their rows."""
+    ids = torch.arange(2 * B).reshape(B, 2)
+    ids[4, 0], ids[5, 1] = ids[0, 0], ids[2, 1]
+    img, txt = batch["image_features"], batch["text_features"]
+    scale, bias = batch["logit_scale"], batch["logit_bias"]
+    cfg = LossConfig(in_batch=kind, image_negatives=None, text_negatives=None)
+    ours = HardNegativeLoss(cfg)(img, txt, scale, bias, pair_ids=ids)["in_batch"]
+    same = {(0, 4), (4, 0), (2, 5), (5, 2)}
+    logits = scale * img @ txt.T + (bias if kind == "sigmoid" else 0)  # (B, B) image rows, caption columns
+    if kind == "softmax":
+        rows = []
+        for i in range(B):
+            keep = [j for j in range(B) if (i, j) not in same]
+            i2t = F.cross_entropy(logits[i, keep][None], torch.tensor([keep.index(i)]))
+            t2i = F.cross_entropy(logits[keep, i][None], torch.tensor([keep.index(i)]))
+            rows.append((i2t, t2i))
+        ref = (sum(r[0] for r in rows) / B + sum(r[1] for r in rows) / B) / 2
+    else:
+        entries = [-F.logsigmoid((1.0 if i == j else -1.0) * logits[i, j])
+                   for i in range(B) for j in range(B) if (i, j) not in same]
+        ref = sum(entries) / B
+    _assert_same(ours, ref, batch)
+    kept = HardNegativeLoss(LossConfig(in_batch=kind, image_negatives=None, text_negatives=None,
+                                       drop_false_negatives=False))(img, txt, scale, bias, pair_ids=ids)["in_batch"]
+    _assert_same(kept, HardNegativeLoss(cfg)(img, txt, scale, bias)["in_batch"], batch)  # ids unused
+    with pytest.raises(ValueError, match=r"pair_ids must be \(B, 2\)"):
+        HardNegativeLoss(cfg)(img, txt, scale, bias, pair_ids=ids[:, 0])
+
+
 def test_bias_reaches_only_sigmoid_terms(batch):
     soft = LossConfig(in_batch="softmax", image_negatives="softmax", text_negatives="softmax", negclip_columns=True)
     out = HardNegativeLoss(soft)(**batch)

@@ -32,6 +32,8 @@ CASES = {
     "softmax": dict(in_batch="softmax", image_negatives=None, text_negatives=None),
     "softmax-local-loss": dict(in_batch="softmax", image_negatives=None, text_negatives=None, local_loss=True),
     "sigmoid": dict(in_batch="sigmoid", image_negatives=None, text_negatives=None),
+    "softmax-keep-false-negatives": dict(in_batch="softmax", image_negatives=None, text_negatives=None,
+                                         drop_false_negatives=False),
     "softmax-all-terms-negclip": dict(
         in_batch="softmax", image_negatives="sigmoid", text_negatives="softmax", negclip_columns=True,
         text_kind_weights={"rule": 2.0, "retrieval": 0.5},
@@ -59,6 +61,10 @@ def _global_batch() -> dict[str, torch.Tensor]:
         "neg_text_mask": torch.rand(n, K_MAX, generator=gen) < 0.8,
         "neg_text_kind": torch.randint(0, len(KIND_NAMES), (n, K_MAX), generator=gen),
     }
+    # caption and image ids: samples 1 (rank 0) and 6 (rank 1) share a caption, samples 2 and 3 an image
+    ids = torch.arange(2 * n, dtype=torch.long).reshape(n, 2)
+    ids[6, 0], ids[3, 1] = ids[1, 0], ids[2, 1]
+    data["pair_ids"] = ids
     data["neg_image_mask"][B_LOCAL:, K_MAX - 1] = False  # what rank 1 does not have
     data["neg_text_mask"][B_LOCAL:, K_MAX - 1] = False
     return data

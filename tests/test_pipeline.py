@@ -174,9 +174,12 @@ def test_shipped_short_names_resolve_for_every_command(kind: str, name: str) -> 
         assert load_data_recipe(name).name
 
 
-def _commands(name: str, stage: str) -> list[list[str]]:
+def _commands(name: str, stage: str, **llava: str) -> list[list[str]]:
     run = Path("/tmp/never-created")
-    (found,) = [s for s in build_stages(load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml"), run) if s.name == stage]
+    recipe = load_recipe(shipped_dir("pipeline-recipe") / f"{name}.yaml")
+    for key, value in llava.items():
+        setattr(recipe.llava, key, value)
+    (found,) = [s for s in build_stages(recipe, run) if s.name == stage]
     return [[str(part) for part in cmd] for cmd in found.commands(run / stage)]
 
 
@@ -184,14 +187,16 @@ def _flag(cmd: list[str], name: str) -> str:
     return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1]
 
 
-def test_demo_runs_a_tiny_qwen2_with_its_chatml_template() -> None:
-    (_, tiny) = _commands("demo-cpu", "llava_data")
-    assert tiny[2] == "llava_patches.tiny_llm" and _flag(tiny, "--model") == "tiny-qwen2"
-    (stage2,) = _commands("demo-cpu", "llava_stage2")
-    assert _flag(stage2, "--version") == "qwen_2" and _flag(stage2, "--use_cpu") == "True"
+@pytest.mark.parametrize("llava", [{}, {"llm": "tiny-qwen2", "version": "qwen_2"}], ids=["shipped", "tiny-qwen2"])
+def test_the_demo_llm_and_its_template_reach_every_llava_command(llava: dict[str, str]) -> None:
+    expected = {**yaml.safe_load((shipped_dir("pipeline-recipe") / "demo-cpu.yaml").read_text())["llava"], **llava}
+    (_, tiny) = _commands("demo-cpu", "llava_data", **llava)
+    assert tiny[2] == "llava_patches.tiny_llm" and _flag(tiny, "--model") == expected["llm"]
+    (stage2,) = _commands("demo-cpu", "llava_stage2", **llava)
+    assert _flag(stage2, "--version") == expected["version"] and _flag(stage2, "--use_cpu") == "True"
     assert _flag(stage2, "--model_name_or_path").endswith("llava_data/llm")
-    (answers,) = _commands("demo-cpu", "answers")
-    assert _flag(answers, "--conv-mode") == "qwen_2"
+    (answers,) = _commands("demo-cpu", "answers", **llava)
+    assert _flag(answers, "--conv-mode") == expected["version"]
 
 
 def test_full_gpu_qwen_is_the_paper_mmgeolm_run() -> None:
@@ -249,7 +254,7 @@ def test_from_needs_the_earlier_stages_done(tmp_path: Path, capsys: pytest.Captu
     run = tmp_path / "run"
     assert cli.main(["run", "demo-cpu", "--out", str(run), "--from", "eval"]) == 2
     err = capsys.readouterr().err
-    assert "earlier stage(s) data, mmclip, ablation have not finished" in err and "start from data" in err
+    assert "earlier stage(s) data, ablation have not finished" in err and "start from data" in err
     assert not (run / "eval").exists()
 
 
@@ -315,17 +320,22 @@ def test_bad_data_recipe_fails_before_any_stage_runs(tmp_path: Path, capsys: pyt
 @pytest.mark.slow
 def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     demo = yaml.safe_load((shipped_dir("pipeline-recipe") / "demo-cpu.yaml").read_text())
-    demo["data"].update(recipe="tiny", num=12, workers=1)
-    demo["mmclip"]["overrides"] = ["steps=4", "save_every=2", "log_every=1", "data.batch_size=4"]
+    data = yaml.safe_load((shipped_dir("pipeline-recipe") / "data" / "demo-cpu.yaml").read_text())
+    demo["data"].update(recipe=str(_write(tmp_path / "data.yaml", data)), num=40, workers=1)
     demo["llava"]["stage1"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["llava"]["stage2"] = {"max_steps": 2, "learning_rate": 1e-3, "batch_size": 2}
     demo["questions"] = {"num": 4, "max_new_tokens": 3}
+    for key in ("geoqa", "mathvista", "wemath", "mmmath"):  # the shipped samples, from the recipe copied here
+        demo["bench"][key] = str((shipped_dir("pipeline-recipe") / demo["bench"][key]).resolve())
+    demo["bench"]["probe"] = 2
+    demo["e2e"].update(probe=4, bootstrap=100)
     ablation = yaml.safe_load(ABLATION_CPU.read_text())
-    ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]), arms=["no_finetune", "in_batch", "image"], seeds=[0])
+    ablation.update(base=str(ABLATION_CPU.parent / ablation["base"]))
     ablation["train"].update(steps=2, log_every=1)
     ablation["train"]["data"]["batch_size"] = 4
-    ablation["data_recipe"].update(num=16)
-    demo["ablation"] = {"enabled": True, "recipe": str(_write(tmp_path / "micro-ablation.yaml", ablation))}
+    ablation["pretrain"].update(steps=2, train={"data": {"batch_size": 4}})
+    ablation["pretrain"]["data_recipe"].update(num=20)
+    demo["ablation"].update(recipe=str(_write(tmp_path / "micro-ablation.yaml", ablation)))
     recipe, run = _write(tmp_path / "micro.yaml", demo), tmp_path / "run"
     assert cli.main(["run", str(recipe), "--out", str(run)]) == 0
     for stage in build_stages(load_recipe(recipe), run):
@@ -334,5 +344,11 @@ def test_whole_demo_at_micro_size(tmp_path: Path) -> None:
     assert score["all"]["n"] == len((run / "llava_data" / "questions.jsonl").read_text().splitlines())
     report = (run / "report" / "report.md").read_text()
     assert "Held-out geometry questions" in report and (run / "report" / "report.html").is_file()
-    assert set(json.loads((run / "ablation" / "ablation.json").read_text())) == {"no_finetune", "in_batch", "image"}
-    assert "## Ablation: which negatives help" in report and "`image`" in report
+    assert set(json.loads((run / "ablation" / "ablation.json").read_text())) == set(demo["ablation"]["arms"])
+    assert "## Ablation: which negatives help" in report and "The paper's headline in miniature" in report
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    e2e = json.loads((run / "e2e" / "e2e.json").read_text())
+    assert summary["e2e"]["hard_negatives"] == e2e["rows"]["hard_negatives"]["paired"]["mean"]
+    assert summary["e2e"]["seeds"] == 2 and summary["tower"]["chance"] > 0
+    for name in ("geoqa", "mathvista", "wemath", "mmmath", "probe"):
+        assert (run / "bench" / name / "scores.json").is_file(), name

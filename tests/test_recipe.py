@@ -64,6 +64,7 @@ BAD = [
     ({"name": "x", "negatives": {"per_positive": 2.5}}, "negatives.per_positive", "integer"),
     ({"name": "x", "negatives": {"require_full_negatives": "yes"}}, "negatives.require_full_negatives", "true or false"),
     ({"name": "x", "split": {"val_fraction": 1.5}}, "split.val_fraction", ">= 0"),
+    ({"name": "x", "split": {"val_fraction": 0.6, "dev_fraction": 0.5}}, "split.dev_fraction", "exceeds 1"),
     ({"name": "bad name!"}, "name", "letters"),
     ({"seed": 1}, "name", "missing"),
 ]
@@ -84,6 +85,19 @@ def test_bad_recipe_exits_2_naming_key_file_and_choices(tmp_path, capsys, data, 
     stderr = capsys.readouterr().err
     assert str(path) in stderr and f"'{key}'" in stderr and expected in stderr
     assert not out.exists(), "a refused recipe must not create the output directory"
+
+
+def test_dev_split_never_moves_a_sample_into_or_out_of_val():
+    from data_recipes.build.sample import sample_split
+
+    families = engine.list_families()[:1]
+    plain = build_recipe({"name": "x", "families": families, "split": {"val_fraction": 0.2}})
+    with_dev = build_recipe({"name": "x", "families": families, "split": {"val_fraction": 0.2, "dev_fraction": 0.3}})
+    before = [sample_split(plain, i) for i in range(400)]
+    after = [sample_split(with_dev, i) for i in range(400)]
+    assert [s == "val" for s in before] == [s == "val" for s in after]
+    assert {s for s, t in zip(before, after) if t == "dev"} == {"train"}  # dev comes out of train only
+    assert 0.2 < after.count("dev") / 400 < 0.4 and 0.12 < after.count("val") / 400 < 0.28
 
 
 @pytest.mark.parametrize("text", ["name: [unclosed", "- a list\n- not a mapping\n"])

@@ -1,8 +1,9 @@
 """MMCLIPVisionTower against LLaVA's tower contract (mmclip_plugin.tower.protocol), on tiny random towers.
 
-Three architectures: an open_clip ViT with a class token, a timm ViT with no class token but one
+Three ViT architectures: an open_clip ViT with a class token, a timm ViT with no class token but one
 register token (mmclip-tiny-vit-noclass), and a timm ViT with no prefix token at all (SigLIP-style,
-registered with timm by this test).
+registered with timm by this test); and two conv towers: a timm ResNet (mmclip-tiny-resnet, timm's
+``test_resnet``) and open_clip's ModifiedResNet, whose feature maps become the patch tokens.
 """
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         "no_prefix": ModelConfig(
             name="mmclip-test-noprefix",
             arch_json=str(_write_arch(arch, "mmclip-test-noprefix", {"timm_model_name": NOPREFIX_TIMM, "image_size": 64})),
+        ),
+        "timm_resnet": ModelConfig(name="mmclip-tiny-resnet"),
+        "open_clip_resnet": ModelConfig(
+            name="mmclip-test-rn",
+            arch_json=str(_write_arch(arch, "mmclip-test-rn", {"layers": [1, 1, 1, 1], "width": 16, "image_size": 64,
+                                                                "head_width": 16})),
         ),
         "patch_dropout": ModelConfig(
             name="mmclip-test-patchdrop",
@@ -328,7 +335,10 @@ def _fake_checkpoint(root: Path, name: str, config_text: str) -> Path:
     "config_text,match",
     [
         (json.dumps({"model_cfg": {"text_cfg": TEXT_CFG}}), "no 'vision_cfg'"),
-        (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "width": 64}}}), "ModifiedResNet"),
+        (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "width": 64, "image_size": 80}}}),
+         "not a multiple of the tower's coarsest stride 32"),
+        (json.dumps({"model_cfg": {"vision_cfg": {"layers": [1, 1, 1, 1], "image_size": 64}},
+                     "preprocess_cfg": {"size": 96}}), "attention pool fits 64 px"),
         (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 8, "patch_size": 16}}}), "patch_size 16 > image_size 8"),
         (json.dumps({"model_cfg": {"vision_cfg": {}}, "preprocess_cfg": {"size": [64, 32]}}), "square"),
         (json.dumps({"model_cfg": {"vision_cfg": {"image_size": 64}}, "preprocess_cfg": {"size": 32}}), "differs"),
@@ -411,3 +421,85 @@ def test_a_training_run_directory_resolves_to_its_model(checkpoints, tmp_path, c
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(FileNotFoundError, match="without a model yet"):
         resolve_checkpoint(f"mmclip:{run}")
+
+
+# ----------------------------------------------------------------------------- conv towers
+CONV_ARCHS = ["timm_resnet", "open_clip_resnet"]
+# (channels, stride) of each hidden state: the stem's feature map, then the four stages
+CONV_STATES = {
+    "timm_resnet": [(32, 2), (32, 4), (48, 8), (192, 16), (96, 32)],  # timm test_resnet
+    "open_clip_resnet": [(16, 4), (64, 4), (128, 8), (256, 16), (512, 32)],  # width 16, bottleneck x4
+}
+
+
+@torch.no_grad()
+def _feature_maps(ckpt: Path, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """Every (B, C, h, w) feature map of a conv tower, stage by stage, from model.load_checkpoint."""
+    visual = load_checkpoint(ckpt).clip.visual.eval()
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None:  # timm ResNet: the stem's activation before the max pool, then layer1..4
+        h = trunk.act1(trunk.bn1(trunk.conv1(pixels)))
+        maps, h = [h], trunk.maxpool(h)
+        stages = [trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4]
+    else:  # ModifiedResNet: the 3-conv stem with its average pool, then layer1..4
+        h = visual.stem(pixels)
+        maps, stages = [h], [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+    for stage in stages:
+        h = stage(h)
+        maps.append(h)
+    return maps
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+@pytest.mark.parametrize("select_layer", [-1, -2, 0, 2, -5])
+def test_conv_tower_serves_the_selected_stage_as_patch_tokens(checkpoints, arch, select_layer):
+    channels, stride = CONV_STATES[arch][select_layer]
+    side = 64 // stride
+    tower = _tower(checkpoints[arch], delay_load=True, select_layer=select_layer)
+    assert isinstance(tower, VisionTowerProtocol) and not tower.is_loaded
+    cfg = tower.config  # what LLaVA sizes its projector with (mm_hidden_size), before any weight is read
+    assert (cfg.hidden_size, cfg.patch_size, cfg.image_size, cfg.num_prefix_tokens) == (channels, stride, 64, 0)
+    assert (tower.hidden_size, tower.num_patches_per_side, tower.num_patches) == (channels, side, side * side)
+    assert tower.dummy_feature.shape == (1, channels)
+    tower.load_model()
+    pixels = _pixels(2, seed=3)
+    expected = _feature_maps(checkpoints[arch], pixels)[select_layer]  # (2, C, side, side)
+    assert expected.shape == (2, channels, side, side)
+    out = tower(pixels)
+    # token i * side + j is cell (i, j) of the feature map: row-major, like a ViT's patches
+    torch.testing.assert_close(out, expected.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    listed = tower(list(pixels))
+    torch.testing.assert_close(listed[1][0], out[1], atol=1e-5, rtol=1e-5)
+    # a conv tower has no prefix token: cls_patch gives the same tokens
+    torch.testing.assert_close(_tower(checkpoints[arch], select_layer=select_layer, select_feature="cls_patch")(pixels), out)
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_conv_tower_never_runs_the_stages_after_the_selected_one(checkpoints, arch):
+    tower = _tower(checkpoints[arch], select_layer=-2)
+    visual = tower.vision_tower
+    body = getattr(visual, "trunk", visual)
+    calls = []
+    for name in ("layer3", "layer4"):
+        getattr(body, name).register_forward_hook(lambda *_, name=name: calls.append(name))
+    tower(_pixels(1))
+    assert calls == ["layer3"]
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_conv_tower_frozen_by_default_and_trainable_when_asked(checkpoints, arch):
+    frozen = _tower(checkpoints[arch])
+    frozen.train()
+    assert not frozen.vision_tower.training  # batch-norm statistics stay those of the checkpoint
+    with torch.enable_grad():
+        assert not frozen(_pixels(2)).requires_grad
+    trainable = _tower(checkpoints[arch], unfreeze_mm_vision_tower=True)
+    trainable.train()
+    trainable(_pixels(2)).pow(2).mean().backward()
+    grads = [p.grad for p in trainable.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_conv_select_layer_out_of_range_names_the_stages(checkpoints):
+    with pytest.raises(ValueError, match=r"4 stages after the first feature map.*expected -5\.\.4"):
+        _tower(checkpoints["timm_resnet"], delay_load=True, select_layer=5)

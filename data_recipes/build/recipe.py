@@ -143,12 +143,23 @@ class CaptionsConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Train/val split: each sample goes to val with probability ``val_fraction`` (seeded per index)."""
+    """Train/dev/val split, drawn per sample from its own seeded stream.
+
+    A sample goes to ``val`` with probability ``val_fraction`` and to ``dev`` with probability
+    ``dev_fraction`` (the rest to ``train``). ``dev`` is for choosing configurations, so that ``val``
+    is touched once, for the reported numbers; adding a dev split never moves a sample into or out
+    of ``val`` (the val draw comes first).
+    """
 
     val_fraction: float = 0.0
+    dev_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_number(self.val_fraction, "val_fraction", ge=0.0, le=1.0)
+        check_number(self.dev_fraction, "dev_fraction", ge=0.0, le=1.0)
+        if self.val_fraction + self.dev_fraction > 1.0:
+            raise ConfigError(f"val_fraction {self.val_fraction} + dev_fraction {self.dev_fraction} exceeds 1",
+                              key="dev_fraction")
 
 
 @dataclass(frozen=True)

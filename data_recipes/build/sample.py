@@ -55,11 +55,14 @@ def part_path(root: Path, recipe: Recipe, index: int) -> Path:
 
 
 def sample_split(recipe: Recipe, index: int) -> str:
-    """"train" or "val", drawn from the sample's own split stream."""
-    if recipe.split.val_fraction <= 0:
+    """"train", "dev" or "val", drawn from the sample's own split stream (val first, then dev)."""
+    split = recipe.split
+    if split.val_fraction <= 0 and split.dev_fraction <= 0:
         return "train"
     draw = np.random.default_rng([recipe.seed, index, SPLIT_STREAM]).random()
-    return "val" if draw < recipe.split.val_fraction else "train"
+    if draw < split.val_fraction:
+        return "val"
+    return "dev" if draw < split.val_fraction + split.dev_fraction else "train"
 
 
 def _error_reason(err: BaseException) -> str:

@@ -27,7 +27,7 @@ MANIFEST_FILE = "manifest.json"
 IMAGE_NEGATIVES_FILE = "image_negatives.json"
 TEXT_NEGATIVES_FILE = "text_negatives.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
-SPLITS = ("train", "val")
+SPLITS = ("train", "dev", "val")
 TEXT_KINDS = ("perturbation", "rule", "retrieval")
 """Kinds of caption negatives: the captions of the sample's own image negatives, rule edits, retrieved captions."""
 

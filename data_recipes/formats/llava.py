@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from data_recipes.diagrams.questions import make_questions, questions_for_sample
+from data_recipes.diagrams.questions import make_questions, paired_questions, questions_for_sample
 from data_recipes.formats.dataset import read_samples_report
 from mmgeolm_core.errors import InputError
 from mmgeolm_core.io import (
@@ -52,8 +52,29 @@ class LlavaDataFiles:
     counts: dict[str, int]
 
 
+STAGE2_KINDS = ("all", "paired-yes-no")
+
+
+def paired_yes_no_records(sample: dict) -> list[dict]:
+    """Every yes/no question of ``sample`` asked as a pair: on the positive and on the image negative that
+    removed (or added) its fact, with opposite answers (:func:`data_recipes.diagrams.questions.paired_questions`).
+
+    A question text then has "yes" as often as "no", so only the picture tells them apart; asked on the
+    positive alone, "Is AB parallel to CD?" is nearly always "yes" and a small model learns the text's prior.
+    """
+    out = []
+    for k, negative in enumerate(sample.get("negatives", [])):
+        asked = paired_questions(sample["facts"], negative["facts"], negative["removed"], negative["added"])
+        for j, q in enumerate(q for q in asked if q.kind == "yes_no"):
+            out.append({"id": f"{sample['id']}-n{k}-q{j}-pos", "image": sample["image"],
+                        "conversations": _turns(q.question, q.positive_answer)})
+            out.append({"id": f"{sample['id']}-n{k}-q{j}-neg", "image": negative["image"],
+                        "conversations": _turns(q.question, q.negative_answer)})
+    return out
+
+
 def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: int = 100,
-                     seed: int = 0) -> LlavaDataFiles:
+                     seed: int = 0, stage2: str = "all") -> LlavaDataFiles:
     """Write ``stage1.json``, ``stage2.json`` and held-out ``questions.jsonl`` into ``out_dir``.
 
     Args:
@@ -61,6 +82,8 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
         out_dir: destination folder (created).
         num_questions: held-out questions to draw from the val split.
         seed: drives prompt choice and question sampling.
+        stage2: ``all`` (captions and every fact question of the train split) or ``paired-yes-no`` (only
+            yes/no questions asked in pairs, see :func:`paired_yes_no_records`).
 
     Records the data-set format refuses (a bad key, a missing image) are skipped, counted in ``counts`` and
     listed in ``llava_data.json``, as ``mmclip-train`` skips them.
@@ -84,21 +107,28 @@ def write_llava_data(data_dir: str | Path, out_dir: str | Path, num_questions: i
     stage1 = [
         {"id": s["id"], "image": s["image"], "conversations": _turns(CAPTION_PROMPTS[0], s["caption"])} for s in train
     ]
-    stage2 = []
+    if stage2 not in STAGE2_KINDS:
+        raise InputError(f"stage2={stage2!r}; expected one of {list(STAGE2_KINDS)}")
+    records = []
     for s in train:
+        if stage2 == "paired-yes-no":
+            records += paired_yes_no_records(s)
+            continue
         prompt = CAPTION_PROMPTS[int(rng.integers(len(CAPTION_PROMPTS)))]
-        stage2.append({"id": s["id"], "image": s["image"], "conversations": _turns(prompt, s["caption"])})
+        records.append({"id": s["id"], "image": s["image"], "conversations": _turns(prompt, s["caption"])})
         for j, q in enumerate(questions_for_sample(s)):
-            stage2.append({"id": f"{s['id']}-q{j}", "image": q.image, "conversations": _turns(q.question, q.answer)})
-    order = rng.permutation(len(stage2))
-    stage2 = [stage2[i] for i in order]
+            records.append({"id": f"{s['id']}-q{j}", "image": q.image, "conversations": _turns(q.question, q.answer)})
+    if not records:
+        raise InputError(f"{data_dir}: no stage-2 record ({stage2}) in the train split")
+    order = rng.permutation(len(records))
+    stage2_records = [records[i] for i in order]
     questions = make_questions(val, num_questions, seed=seed)
     files = LlavaDataFiles(out_dir / "stage1.json", out_dir / "stage2.json", out_dir / "questions.jsonl",
-                           {"stage1": len(stage1), "stage2": len(stage2), "questions": len(questions),
+                           {"stage1": len(stage1), "stage2": len(stage2_records), "questions": len(questions),
                             "bad_records": len(problems)})
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(files.stage1, stage1)
-    atomic_write_json(files.stage2, stage2)
+    atomic_write_json(files.stage2, stage2_records)
     atomic_write_text(files.questions, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
     atomic_write_json(out_dir / SUMMARY_FILE, {"data": str(data_dir), "counts": files.counts,
                                                 "bad_records": len(problems),
@@ -184,11 +214,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for stage1.json, stage2.json, questions.jsonl")
     parser.add_argument("--num-questions", type=int, default=60, help="held-out questions from the val split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage2", choices=STAGE2_KINDS, default="all",
+                        help="stage-2 records: captions and every question (all), or only yes/no questions asked "
+                             "on a positive and on its image negative with opposite answers (paired-yes-no)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmgeolm-data llava-data``."""
-    files = write_llava_data(args.data, args.out, args.num_questions, args.seed)
+    files = write_llava_data(args.data, args.out, args.num_questions, args.seed, args.stage2)
     print(f"LLaVA data written to {args.out}: {files.counts}"
           + (f" (skipped records listed in {Path(args.out) / SUMMARY_FILE})" if files.counts["bad_records"] else ""))
     return 0

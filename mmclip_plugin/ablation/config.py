@@ -25,6 +25,40 @@ MATCH_MODES = ("images", "steps")
 
 
 @dataclass
+class PretrainConfig:
+    """The pretrained start (the paper fine-tunes a pretrained CLIP; a tower from scratch is another question).
+
+    One encoder is trained with in-batch negatives only on a pool of diagrams disjoint from the ablation's
+    data; every arm and seed then starts from it, and ``no_finetune`` evaluates it as it is. Off unless
+    ``data`` or ``data_recipe`` is set.
+
+    Attributes:
+        data: a data-set directory holding the pool (relative paths: to the recipe's folder).
+        data_recipe: a ``mmgeolm-data`` recipe (path or mapping) built into ``OUT/pretrain/data`` instead.
+        steps: optimizer steps of the in-batch training.
+        seed: its seed (initialisation and data order).
+        train: nested overrides of the base config for this run only (``optim.lr``, ``data.batch_size``, ...).
+    """
+
+    data: str | None = None
+    data_recipe: str | dict[str, Any] | None = None
+    steps: int = 500
+    seed: int = 0
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.data is not None and self.data_recipe is not None:
+            raise ConfigError("set at most one of 'data' (a data-set directory) or 'data_recipe' (built into "
+                              "OUT/pretrain/data)", key="data")
+        check_number(self.steps, "steps", ge=1, integer=True)
+        check_number(self.seed, "seed", ge=0, integer=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.data is not None or self.data_recipe is not None
+
+
+@dataclass
 class AblationConfig:
     """An ablation recipe (``mmclip-ablate RECIPE.yaml``).
 
@@ -40,6 +74,7 @@ class AblationConfig:
         match: ``images`` (equal encoded images per arm) or ``steps`` (equal optimizer steps).
         eval_split: the held-out split evaluated.
         eval_batch_size: images / captions per forward pass during evaluation.
+        pretrain: the arms' shared pretrained start (off: each seed starts from random weights).
         source: where the recipe came from (error messages, relative paths).
     """
 
@@ -54,6 +89,7 @@ class AblationConfig:
     match: str = "images"
     eval_split: str = "val"
     eval_batch_size: int = 64
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     source: str = internal_field("<ablation>")
 
     def __post_init__(self) -> None:
@@ -96,6 +132,18 @@ def load_ablation(path: str | os.PathLike) -> AblationConfig:
     cfg = build_config(AblationConfig, raw, str(path), internal={"source": str(path)})
     cfg.base_config()  # fail now, not after building data, on a bad base or train override
     return cfg
+
+
+def pretrain_config(ablation: AblationConfig, base: TrainConfig, data: Path, output_dir: Path) -> TrainConfig:
+    """The pretraining run: the base config as the ``in_batch`` arm, on the pool, with ``pretrain.train``."""
+    from mmclip_plugin.ablation.arms import get_arm
+
+    pre = ablation.pretrain
+    raw = merge_dicts(config_to_dict(base), get_arm("in_batch").overrides(base))
+    raw = merge_dicts(raw, {"seed": pre.seed, "steps": pre.steps, "output_dir": str(output_dir), "plot": False,
+                            "data": {"train": str(data), "split": "train", "hard_batches": False}})
+    raw = merge_dicts(raw, pre.train)
+    return build_config(TrainConfig, raw, f"{ablation.source} (pretrain)")
 
 
 def arm_config(ablation: AblationConfig, base: TrainConfig, arm: Arm, seed: int, init_dir: Path,

@@ -23,8 +23,8 @@ def summarise_seeds(runs: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
     """An arm's evaluation JSON averaged over seeds, with ``seeds`` and every seed's JSON in ``per_seed``."""
     seeds = list(runs)
     summary = mean_tree([runs[s] for s in seeds])
-    summary.pop("checkpoint", None)
-    summary.pop("seed", None)
+    for key in ("checkpoint", "seed", "hits"):  # per-row hits stay per seed: a mean of lists means nothing
+        summary.pop(key, None)
     summary["seeds"] = seeds
     summary["per_seed"] = {str(s): runs[s] for s in seeds}
     return summary
@@ -46,6 +46,7 @@ def format_table(ablation: AblationConfig, results: Mapping[str, dict[str, Any]]
     """The markdown report: main table (mean and per-seed), per-kind and per-type tables, the key difference."""
     metrics = [
         ("t2i hard (caption->image)", lambda r: r["t2i_hard_acc"]),
+        ("t2i paired (both captions)", lambda r: r.get("t2i_paired_acc")),
         ("i2t hard (image->caption)", lambda r: r["i2t_hard_acc"]),
         ("t2i R@1", lambda r: r["retrieval"]["t2i_r1"]),
         ("i2t R@1", lambda r: r["retrieval"]["i2t_r1"]),
@@ -56,7 +57,9 @@ def format_table(ablation: AblationConfig, results: Mapping[str, dict[str, Any]]
     lines = [
         f"# Ablation: {ablation.name}",
         "",
-        f"Held-out split `{ablation.eval_split}` ({round(first['counts']['samples'])} samples), accuracy in %, "
+        f"Held-out split `{ablation.eval_split}` ({round(first['counts']['samples'])} samples"
+        + (f"; {round(first['left_out_seen_in_train'])} more left out, their picture also in train"
+           if first.get("left_out_seen_in_train") else "") + "), accuracy in %, "
         f"mean over seeds [{seeds}] with each seed in parentheses. Budget: equal "
         f"{'encoded images' if ablation.match == 'images' else 'optimizer steps'} per arm.",
         "",
@@ -67,7 +70,8 @@ def format_table(ablation: AblationConfig, results: Mapping[str, dict[str, Any]]
         cells = " | ".join(_cell(r, get) for _, get in metrics)
         lines.append(f"| {r.get('label', name)} (`{name}`) | {round(r.get('steps', 0))} | {round(r.get('images', 0))} | "
                      f"{cells} | {r.get('train_seconds', 0):.0f} |")
-    lines.append(f"| chance | | | {_pct(chance['t2i_hard_acc'])} | {_pct(chance['i2t_hard_acc'])} | "
+    lines.append(f"| chance | | | {_pct(chance['t2i_hard_acc'])} | {_pct(chance.get('t2i_paired_acc'))} | "
+                 f"{_pct(chance['i2t_hard_acc'])} | "
                  f"{_pct(chance['r1'])} | {_pct(chance['r1'])} | |")
     kinds = list(dict.fromkeys(k for r in results.values() for k in r["per_kind"]))
     if kinds:

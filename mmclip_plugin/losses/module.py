@@ -64,6 +64,7 @@ class HardNegativeLoss(nn.Module):
         neg_text_features: torch.Tensor | None = None,
         neg_text_mask: torch.Tensor | None = None,
         neg_text_kind: torch.Tensor | None = None,
+        pair_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the configured terms.
 
@@ -77,6 +78,10 @@ class HardNegativeLoss(nn.Module):
             neg_text_features: (B, Kt, D) caption negatives of each image.
             neg_text_mask: (B, Kt) bool, True = real negative; None = all real.
             neg_text_kind: (B, Kt) long indices into ``KIND_NAMES`` for ``cfg.text_kind_weights``.
+            pair_ids: (B, 2) long, an id of each sample's caption text and of its image file. With
+                ``cfg.drop_false_negatives``, an in-batch entry whose caption or image is the row's own
+                (two samples sharing a caption, or an image) is a false negative and is left out of the
+                row. None: every entry but the positive is a negative.
 
         Returns:
             ``"loss"`` (weighted sum of the active terms), each active term's unweighted value under its
@@ -96,6 +101,7 @@ class HardNegativeLoss(nn.Module):
                 self.kinds["in_batch"], image_features, text_features, logit_scale, logit_bias,
                 neg_image_features if cfg.negclip_columns else None, neg_image_mask,
                 neg_text_features if cfg.negclip_columns else None, neg_text_mask, neg_text_weight,
+                pair_ids if cfg.drop_false_negatives else None,
             )
         if "image_negatives" in self.kinds:
             if neg_image_features is None:
@@ -162,6 +168,7 @@ class HardNegativeLoss(nn.Module):
         neg_texts: torch.Tensor | None,
         neg_text_mask: torch.Tensor | None,
         neg_text_weight: torch.Tensor | None,
+        pair_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """In-batch term, with the hard negatives as extra columns when given (NegCLIP)."""
         b = image_features.shape[0]
@@ -176,18 +183,19 @@ class HardNegativeLoss(nn.Module):
         else:
             image_rows, text_rows = image_features, text_features
         target = offset + torch.arange(image_rows.shape[0], device=image_rows.device)
+        false_negatives = self._false_negatives(pair_ids, target)  # (R, WB) or None
 
         text_cols, text_valid, text_weight = self._columns(all_texts, neg_texts, neg_text_mask, neg_text_weight)
         i2t = logit_scale * image_rows @ text_cols.T  # (R, WB [+ WB*Kt])
         if kind.uses_logit_bias and logit_bias is not None:
             i2t = i2t + logit_bias
-        i2t_rows = kind.row_losses(i2t, target, _expand(text_valid, i2t), _expand(text_weight, i2t))
+        i2t_rows = kind.row_losses(i2t, target, _row_valid(text_valid, false_negatives, i2t), _expand(text_weight, i2t))
 
         t2i_rows = None
         if kind.symmetric_in_batch:
             image_cols, image_valid, _ = self._columns(all_images, neg_images, neg_image_mask, None)
             t2i = logit_scale * text_rows @ image_cols.T  # (R, WB [+ WB*Ki])
-            t2i_rows = kind.row_losses(t2i, target, _expand(image_valid, t2i))
+            t2i_rows = kind.row_losses(t2i, target, _row_valid(image_valid, false_negatives, t2i))
         elif neg_images is not None:
             # sigmoid: this rank's image negatives are extra rows scored -1 against every caption
             k = neg_images.shape[1]
@@ -198,6 +206,25 @@ class HardNegativeLoss(nn.Module):
             extra_valid = neg_image_mask.reshape(b * k, 1).expand_as(extra)
             i2t_rows = torch.cat([i2t_rows, kind.row_losses(extra, no_target, extra_valid)])
         return kind.in_batch(i2t_rows, t2i_rows, num_positives=b)
+
+    def _false_negatives(self, pair_ids: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+        """(R, WB) bool: column j shares its caption or its image with row r's sample (and is not r's positive).
+
+        Caption j is then as true of image r as of its own image (or image j is image r), so ranking it
+        below the positive would teach a contradiction; the relation is symmetric, so both directions of
+        the in-batch term use the same matrix.
+        """
+        if pair_ids is None:
+            return None
+        if pair_ids.dim() != 2 or pair_ids.shape[1] != 2:
+            raise ValueError(f"pair_ids must be (B, 2) caption and image ids, got {tuple(pair_ids.shape)}")
+        all_ids = gather_no_grad(pair_ids) if self.gathering else pair_ids  # (WB, 2)
+        if all_ids.shape[0] <= int(target.max()):
+            raise ValueError(f"pair_ids has {pair_ids.shape[0]} rows; expected one per sample of the batch")
+        rows = all_ids[target]  # (R, 2): the rows' own samples
+        same = (rows[:, None, :] == all_ids[None, :, :]).any(dim=-1)  # (R, WB)
+        same[torch.arange(target.shape[0], device=target.device), target] = False
+        return same
 
     def _columns(
         self,
@@ -269,6 +296,22 @@ def hard_accuracy(
 
 def _expand(column_values: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
     return None if column_values is None else column_values[None, :].expand_as(logits)
+
+
+def _row_valid(column_valid: torch.Tensor | None, false_negatives: torch.Tensor | None,
+               logits: torch.Tensor) -> torch.Tensor | None:
+    """(R, C) validity of in-batch entries: the columns' own validity, minus the false negatives.
+
+    ``false_negatives`` covers the first WB columns (the batch's positives); NegCLIP columns after them
+    keep their own validity.
+    """
+    valid = _expand(column_valid, logits)
+    if false_negatives is None:
+        return valid
+    keep = ~false_negatives
+    if logits.shape[1] > keep.shape[1]:
+        keep = torch.cat([keep, keep.new_ones(keep.shape[0], logits.shape[1] - keep.shape[1])], dim=1)
+    return keep if valid is None else valid & keep
 
 
 def _gather_padded(

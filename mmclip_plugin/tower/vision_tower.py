@@ -16,9 +16,18 @@ pooling and projection are skipped.
 with a class token this is upstream's ``[:, 1:]``; a tower without one, e.g. SigLIP-style, loses
 nothing); ``'cls_patch'`` also returns the prefix tokens (class token and any register tokens) in
 front, like upstream's full hidden state.
+
+Convolutional towers (a timm ResNet or other conv trunk, open_clip's ModifiedResNet) serve LLaVA the
+same way: their hidden states are the feature maps stage by stage (entry 0 the first one, for a
+ResNet the stem's; -1 the last stage, -2 the one before), and the selected map of shape
+(C, H/s, W/s) becomes H/s x W/s patch tokens of width C, in row-major order. ``hidden_size`` and
+``patch_size`` are then those of the selected stage (channels and stride), so the projector LLaVA
+builds fits the stage chosen. Conv towers have no prefix tokens; stages after the selected one,
+the pooling and the projection are never run.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -74,8 +83,9 @@ class MMCLIPVisionTower(nn.Module):
                 f"mm_vision_select_feature={self.select_feature!r}; expected one of {list(SELECT_FEATURES)}"
             )
         self.checkpoint = resolve_checkpoint(vision_tower)
-        self.cfg_only = read_vision_config(self.checkpoint)
-        self.hidden_state_index = _hidden_state_index(self.select_layer, self.cfg_only)
+        geometry = read_vision_config(self.checkpoint)
+        self.hidden_state_index = geometry.hidden_state_index(self.select_layer)
+        self.cfg_only = geometry.for_hidden_state(self.hidden_state_index)
         self._trainable_on_load = bool(getattr(args, "unfreeze_mm_vision_tower", False)) if trainable is None else trainable
         if not delay_load or self._trainable_on_load:
             self.load_model()
@@ -170,6 +180,9 @@ class MMCLIPVisionTower(nn.Module):
     def _hidden_state(self, pixels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(prefix tokens or None, patch tokens) of ``hidden_states[hidden_state_index]``."""
         index = self.hidden_state_index
+        if self.cfg_only.is_conv:
+            maps = _feature_map(self.vision_tower, self.cfg_only.backend, index)(pixels)  # (B, C, H/s, W/s)
+            return None, maps.flatten(2).transpose(1, 2)  # (B, H/s * W/s, C), row-major cells
         if index == 0:
             tokens = _embedding_output(self.vision_tower, pixels)
             n_prefix = self.cfg_only.num_prefix_tokens
@@ -240,16 +253,25 @@ def _select_layer(args: Any) -> int:
     return value
 
 
-def _hidden_state_index(select_layer: int, cfg: MMCLIPVisionConfig) -> int:
-    """Map upstream's ``hidden_states[select_layer]`` to an index in 0..L (0 = embeddings, k = block k-1)."""
-    n = cfg.num_hidden_layers
-    index = select_layer if select_layer >= 0 else n + 1 + select_layer
-    if not 0 <= index <= n:
-        raise ValueError(
-            f"mm_vision_select_layer={select_layer} is out of range for {cfg.checkpoint} with {n} blocks "
-            f"({n + 1} hidden states): expected {-(n + 1)}..{n}"
-        )
-    return index
+def _feature_map(visual: nn.Module, backend: str, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pixels -> feature map ``index`` of a conv tower, running no stage after it."""
+    if backend == "open_clip_resnet":
+        # run by hand: open_clip 3.3's ModifiedResNet.forward_intermediates runs every stage when stop_early=True
+        stages = [visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4][: index + 1]
+
+        def resnet_map(pixels: torch.Tensor) -> torch.Tensor:
+            for stage in stages:
+                pixels = stage(pixels)
+            return pixels
+
+        return resnet_map
+
+    def timm_map(pixels: torch.Tensor) -> torch.Tensor:
+        out = visual.forward_intermediates(pixels, indices=[index], stop_early=True, intermediates_only=True,
+                                           output_fmt="NCHW")
+        return out["image_intermediates"][0]
+
+    return timm_map
 
 
 def _embedding_output(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:

@@ -4,13 +4,20 @@
 - :func:`read_vision_config` reads the tower geometry from the checkpoint's JSON, without weights
   (what a delay-loaded tower reports as ``config``);
 - :func:`load_visual` builds only the image tower and reads only its tensors.
+
+Four kinds of open_clip image tower (``MMCLIPVisionConfig.backend``): open_clip's own ViT
+(``open_clip_vit``), a timm ViT (``timm_vit``), a timm convolutional trunk such as a ResNet
+(``timm_conv``) and open_clip's ``ModifiedResNet`` (``open_clip_resnet``, the RN50 family). A ViT's
+hidden states are its embeddings and the output of each block, all of one width; a conv tower's
+are its feature maps, stage by stage (timm's ``feature_info``; for a ResNet the stem, then four
+stages), each with its own channel count and stride.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ MMCLIP_PREFIX = "mmclip"
 CHECKPOINT_ENV = "MMCLIP_CHECKPOINT"
 CONFIG_ENV = "MMGEOLM_CONFIG"
 DEFAULT_CONFIG_FILE = Path("~/.config/mmgeolm/config.yaml")
+BACKENDS = ("open_clip_vit", "timm_vit", "timm_conv", "open_clip_resnet")
 
 
 # ----------------------------------------------------------------------------- names
@@ -105,13 +113,17 @@ class MMCLIPVisionConfig:
 
     Attributes:
         checkpoint: the checkpoint directory.
-        backend: ``'open_clip_vit'`` (open_clip VisionTransformer) or ``'timm_vit'`` (timm ViT trunk).
+        backend: one of :data:`BACKENDS` (see the module docstring).
         image_size: square input side in pixels.
-        patch_size: square patch side in pixels.
-        hidden_size: width of the hidden states.
-        num_hidden_layers: number of transformer blocks (``hidden_states`` has one more entry).
-        num_prefix_tokens: tokens in front of the patches (class + register tokens).
+        patch_size: square patch side in pixels; for a conv tower the stride of the hidden state
+            selected (:meth:`for_hidden_state`), each cell of its feature map being one patch token.
+        hidden_size: width of the hidden states; for a conv tower the channels of the one selected.
+        num_hidden_layers: transformer blocks, or conv stages after the first feature map
+            (``hidden_states`` has one more entry).
+        num_prefix_tokens: tokens in front of the patches (class + register tokens; 0 for conv towers).
         has_class_token: whether one of the prefix tokens is a class token.
+        feature_channels: channels of every hidden state (conv towers; empty for ViTs, all of one width).
+        feature_reductions: stride of every hidden state in pixels (conv towers; empty for ViTs).
     """
 
     checkpoint: str
@@ -122,12 +134,43 @@ class MMCLIPVisionConfig:
     num_hidden_layers: int
     num_prefix_tokens: int
     has_class_token: bool
+    feature_channels: tuple[int, ...] = ()
+    feature_reductions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"{self.checkpoint}: backend {self.backend!r}; expected one of {list(BACKENDS)}")
         # A patch grid that does not tile the image drops the remainder, as the convolution does (SigLIP
         # so400m: 384 px / 14 px patches -> 27 x 27 = 729 patches), so any sizes with one patch fit.
         if self.patch_size > self.image_size:
             raise ValueError(f"{self.checkpoint}: patch_size {self.patch_size} > image_size {self.image_size}")
+
+    @property
+    def is_conv(self) -> bool:
+        """True for convolutional towers, whose hidden states are feature maps of different widths."""
+        return bool(self.feature_channels)
+
+    def hidden_state_index(self, select_layer: int) -> int:
+        """Upstream's ``hidden_states[select_layer]`` as an index in 0..L (0: embeddings or the first feature map).
+
+        Raises:
+            ValueError: ``select_layer`` is outside ``-(L + 1)..L``.
+        """
+        n = self.num_hidden_layers
+        index = select_layer if select_layer >= 0 else n + 1 + select_layer
+        if not 0 <= index <= n:
+            unit = "stages after the first feature map" if self.is_conv else "blocks"
+            raise ValueError(
+                f"mm_vision_select_layer={select_layer} is out of range for {self.checkpoint} with {n} {unit} "
+                f"({n + 1} hidden states): expected {-(n + 1)}..{n}"
+            )
+        return index
+
+    def for_hidden_state(self, index: int) -> MMCLIPVisionConfig:
+        """The geometry LLaVA sees when it takes hidden state ``index`` (a conv stage's channels and stride)."""
+        if not self.is_conv:
+            return self
+        return replace(self, hidden_size=self.feature_channels[index], patch_size=self.feature_reductions[index])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +181,7 @@ def read_vision_config(checkpoint: str | os.PathLike) -> MMCLIPVisionConfig:
     the meta device, which allocates nothing).
 
     Raises:
-        ValueError: the checkpoint has no vision tower, or one that is not a ViT.
+        ValueError: the checkpoint has no vision tower, or one of a kind the tower cannot serve.
     """
     path = check_checkpoint_dir(checkpoint)
     cfg_file = path / OPEN_CLIP_CONFIG
@@ -151,10 +194,7 @@ def read_vision_config(checkpoint: str | os.PathLike) -> MMCLIPVisionConfig:
     if vision.get("timm_model_name"):
         return _timm_config(path, vision["timm_model_name"], size)
     if isinstance(vision.get("layers"), (list, tuple)):
-        raise ValueError(
-            f"{cfg_file}: vision_cfg.layers={vision['layers']} is a ModifiedResNet; an MMCLIP LLaVA tower needs a "
-            f"ViT (open_clip VisionTransformer or a timm ViT via vision_cfg.timm_model_name)"
-        )
+        return _resnet_config(path, vision, size)
     arch_size = _square(vision.get("image_size", 224), cfg_file, "vision_cfg.image_size")
     if arch_size != size:
         raise ValueError(
@@ -190,13 +230,10 @@ def _timm_config(path: Path, timm_name: str, image_size: int) -> MMCLIPVisionCon
     with torch.device("meta"):
         try:
             trunk = timm.create_model(timm_name, pretrained=False, weight_init="skip")
-        except TypeError:  # a timm model without the weight_init option (not a ViT, refused below)
+        except TypeError:  # a timm model without the weight_init option (a conv net)
             trunk = timm.create_model(timm_name, pretrained=False)
     if not hasattr(trunk, "blocks") or not hasattr(trunk, "patch_embed"):
-        raise ValueError(
-            f"{path / OPEN_CLIP_CONFIG}: timm model {timm_name!r} is not a ViT (no blocks/patch_embed); "
-            f"an MMCLIP LLaVA tower needs a ViT"
-        )
+        return _timm_conv_config(path, timm_name, trunk, image_size)
     return MMCLIPVisionConfig(
         checkpoint=str(path),
         backend="timm_vit",
@@ -206,6 +243,54 @@ def _timm_config(path: Path, timm_name: str, image_size: int) -> MMCLIPVisionCon
         num_hidden_layers=len(trunk.blocks),
         num_prefix_tokens=int(trunk.num_prefix_tokens),
         has_class_token=bool(trunk.has_class_token),
+    )
+
+
+def _timm_conv_config(path: Path, timm_name: str, trunk: nn.Module, image_size: int) -> MMCLIPVisionConfig:
+    """A timm conv trunk: its hidden states are the feature maps timm lists in ``feature_info``."""
+    info = getattr(trunk, "feature_info", None)
+    if not info or not hasattr(trunk, "forward_intermediates"):
+        raise ValueError(
+            f"{path / OPEN_CLIP_CONFIG}: timm model {timm_name!r} is neither a ViT (blocks, patch_embed) nor a "
+            f"conv net with feature_info and forward_intermediates; the LLaVA tower cannot take its patch tokens"
+        )
+    channels = tuple(int(f["num_chs"]) for f in info)
+    reductions = tuple(int(f["reduction"]) for f in info)
+    return _conv_config(path, "timm_conv", image_size, channels, reductions)
+
+
+def _resnet_config(path: Path, vision: dict[str, Any], image_size: int) -> MMCLIPVisionConfig:
+    """open_clip's ModifiedResNet: the stem (stride 4) then four bottleneck stages (x4 expansion)."""
+    width = int(vision.get("width", 64))
+    arch_size = _square(vision.get("image_size", 224), path / OPEN_CLIP_CONFIG, "vision_cfg.image_size")
+    if arch_size != image_size:
+        raise ValueError(
+            f"{path / OPEN_CLIP_CONFIG}: preprocess_cfg.size {image_size} differs from vision_cfg.image_size "
+            f"{arch_size}; the ResNet's attention pool fits {arch_size} px only"
+        )
+    channels = (width, 4 * width, 8 * width, 16 * width, 32 * width)
+    return _conv_config(path, "open_clip_resnet", image_size, channels, (4, 4, 8, 16, 32))
+
+
+def _conv_config(path: Path, backend: str, image_size: int, channels: tuple[int, ...],
+                 reductions: tuple[int, ...]) -> MMCLIPVisionConfig:
+    coarse = max(reductions)
+    if image_size % coarse:
+        raise ValueError(
+            f"{path / OPEN_CLIP_CONFIG}: image size {image_size} is not a multiple of the tower's coarsest stride "
+            f"{coarse}; its feature maps would not tile the image exactly"
+        )
+    return MMCLIPVisionConfig(
+        checkpoint=str(path),
+        backend=backend,
+        image_size=image_size,
+        patch_size=reductions[-1],
+        hidden_size=channels[-1],
+        num_hidden_layers=len(channels) - 1,
+        num_prefix_tokens=0,
+        has_class_token=False,
+        feature_channels=channels,
+        feature_reductions=reductions,
     )
 
 
