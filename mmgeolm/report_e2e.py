@@ -180,4 +180,6 @@ def _verdict(result: dict[str, Any]) -> str:
         else:
             parts.append(f"The hard-negative tower does **not** beat the in-batch one end to end here: "
                          f"{100 * diff['mean']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}].")
+    parts.append(f"The intervals resample the pairs for these {len(result['seeds'])} LLaVA training seeds; they do not "
+                 "measure how far another training run would move a row (compare the per-seed column).")
     return " ".join(parts)
