@@ -277,6 +277,13 @@ def summarize(e2e: Path, data: Path, rows: Mapping[str, str], seeds: Sequence[in
     }
 
 
+def _row(text: str) -> tuple[str, str]:
+    row, sep, arm = text.partition("=")
+    if not (sep and row and arm):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ROW=ARM, e.g. {E2E_ROWS[0]}=no_finetune")
+    return row, arm
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmgeolm.e2e", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -286,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = sub.add_parser("summarize", help="e2e.json from the runs' scored answers")
     summary.add_argument("--e2e", required=True, type=Path, help="the e2e stage folder (probe/, <row>/seed_<s>/)")
     summary.add_argument("--data", required=True, type=Path, help="the run's data set (its train split is checked)")
-    summary.add_argument("--row", nargs="+", required=True, metavar="ROW=ARM",
+    summary.add_argument("--row", nargs="+", required=True, metavar="ROW=ARM", type=_row,
                          help=f"rows in order, e.g. {E2E_ROWS[0]}=no_finetune")
     summary.add_argument("--seeds", nargs="+", type=int, required=True)
     summary.add_argument("--bootstrap", type=int, default=2000)
@@ -298,7 +305,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "run-plan":
         run_plan(args.plan, args.jobs)
         return 0
-    rows = dict(r.split("=", 1) for r in args.row)
+    rows = dict(args.row)
     result = summarize(args.e2e, args.data, rows, args.seeds, args.bootstrap, args.seed)
     atomic_write_json(args.e2e / "e2e.json", result)
     for row, r in result["rows"].items():

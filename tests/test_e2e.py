@@ -261,3 +261,14 @@ def test_summary_has_the_contract_keys_with_the_run_numbers(e2e_run, tmp_path: P
 
 def test_no_summary_without_its_files(tmp_path: Path) -> None:
     assert write_summary(tmp_path) is None and not RunLayout(tmp_path).summary.exists()
+
+
+def test_summarize_command_line_errors_name_the_argument_and_the_file(tmp_path: Path, capsys) -> None:
+    from mmgeolm.e2e import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["summarize", "--e2e", str(tmp_path), "--data", str(tmp_path), "--row", "original", "--seeds", "0"])
+    assert exit_info.value.code == 2 and "expected ROW=ARM" in capsys.readouterr().err
+    assert main(["summarize", "--e2e", str(tmp_path), "--data", str(tmp_path), "--row", "original=no_finetune",
+                 "--seeds", "0"]) == 2
+    assert f"{tmp_path / 'probe' / 'probe.jsonl'}: No such file" in capsys.readouterr().err
