@@ -151,6 +151,23 @@ def check_inputs(argv: Sequence[str]) -> None:
         check_output_dir(output, "--output_dir")
 
 
+def seed_before_building(argv: Sequence[str]) -> None:
+    """Seed every generator with ``--seed`` (the HF default 42 without it) before upstream builds the model.
+
+    Upstream ``train()`` creates the projector (and LoRA adapters) before the HF Trainer applies ``--seed``, so
+    their initial weights came from torch's per-process random seed: two runs of the same command trained
+    differently from step 0. A seed that is not an integer is left to upstream's parser to refuse.
+    """
+    from transformers import set_seed
+
+    value = _flag(argv, "--seed")
+    try:
+        seed = 42 if value is None else int(value)
+    except ValueError:
+        return
+    set_seed(seed)
+
+
 def uses_deepspeed(argv: Sequence[str]) -> bool:
     """Whether upstream's arguments ask for DeepSpeed (``--deepspeed CONFIG`` or ``--deepspeed=CONFIG``)."""
     return any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in argv)
@@ -227,6 +244,7 @@ def _train(argv: list[str], attn_implementation: str | None) -> int:
     with _argv(upstream_argv), training_patches(extra):
         check_arguments(upstream_argv)
         check_inputs(upstream_argv)
+        seed_before_building(upstream_argv)
         train(attn_implementation=attn_implementation)
     return 0
 

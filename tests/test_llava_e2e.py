@@ -121,6 +121,17 @@ def test_stage1_trains_only_the_projector(ws):
     assert config["mm_hidden_size"] == 64
 
 
+def test_the_same_command_trains_the_same_projector(ws, tmp_path):
+    """--seed reaches the projector's initial weights (upstream builds it before the Trainer seeds)."""
+    _train(ws, tmp_path / "again", stage=1)
+    first = torch.load(ws["stage1"] / "mm_projector.bin", map_location="cpu")
+    again = torch.load(tmp_path / "again" / "mm_projector.bin", map_location="cpu")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    _train(ws, tmp_path / "other", "--seed", "1", stage=1)
+    other = torch.load(tmp_path / "other" / "mm_projector.bin", map_location="cpu")
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_a_conv_tower_serves_upstream_training_and_generation(ws, tmp_path):
     """mmclip-tiny-resnet (timm test_resnet): layer3's 4 x 4 map of 192 channels becomes LLaVA's 16 image tokens."""
     from mmclip_plugin.config import ModelConfig
