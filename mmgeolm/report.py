@@ -22,7 +22,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from llava_patches.tiny_llm import is_tiny_llm  # noqa: E402
-from mmgeolm.report_e2e import e2e_section, encoder_interval, tower_figures, tower_result, write_summary  # noqa: E402
+from mmgeolm.report_e2e import (  # noqa: E402
+    e2e_section,
+    encoder_interval,
+    read_stage_json,
+    tower_figures,
+    tower_result,
+    write_summary,
+)
 from mmgeolm.report_html import markdown_to_html  # noqa: E402
 from mmgeolm.run_layout import STAGE_NAMES, RunLayout  # noqa: E402
 from mmgeolm_core.cli import run_cli  # noqa: E402
@@ -34,19 +41,9 @@ from mmgeolm_core.io import (  # noqa: E402
     atomic_write_with,
     check_output_dir,
     iter_jsonl,
-    read_json,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _read_json(path: Path) -> Any:
-    """A stage's JSON output, None when the stage did not write it.
-
-    Raises:
-        FormatError: the file is there but broken (naming it and the line), rather than a report that is silently wrong.
-    """
-    return read_json(path) if path.is_file() else None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -85,7 +82,7 @@ def _save(fig: Any, path: Path) -> Path:
 def _llava_losses(run: Path) -> dict[str, list[tuple[int, float]]]:
     curves = {}
     for stage in ("llava_stage1", "llava_stage2"):
-        state = _read_json(RunLayout(run).stage(stage) / "model" / "trainer_state.json")
+        state = read_stage_json(RunLayout(run).stage(stage) / "model" / "trainer_state.json")
         if state:
             points = [(e["step"], e["loss"]) for e in state.get("log_history", []) if "loss" in e]
             if points:
@@ -195,7 +192,7 @@ def plot_answers(image_root: Path, answers: list[dict], path: Path, n: int = 8) 
 
 
 def _data_section(run: Path, rel: Any) -> list[str]:
-    manifest = _read_json(RunLayout(run).dataset / "manifest.json")
+    manifest = read_stage_json(RunLayout(run).dataset / "manifest.json")
     if not manifest:
         return []
     counts = manifest.get("counts", {})
@@ -235,7 +232,7 @@ def _mmclip_section(run: Path, out: Path, rel: Any) -> list[str]:
 
 
 def _eval_section(run: Path, rel: Any) -> list[str]:
-    evaluation = _read_json(RunLayout(run).eval_json)
+    evaluation = read_stage_json(RunLayout(run).eval_json)
     if not isinstance(evaluation, dict) or not evaluation:
         return []
     results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
@@ -280,7 +277,7 @@ def majority_baseline(answers: list[dict]) -> float | None:
 
 
 def _answers_section(run: Path, out: Path) -> list[str]:
-    score = _read_json(RunLayout(run).answers / "score.json")
+    score = read_stage_json(RunLayout(run).answers / "score.json")
     if not isinstance(score, dict) or "all" not in score:
         return []
     rows = [["questions", "n", "exact match"]]
@@ -303,7 +300,7 @@ def _timings(run: Path) -> list[str]:
     rows = [["stage", "wall time", "CPU time"]]
     total = 0.0
     for stage in STAGE_NAMES:
-        done = _read_json(RunLayout(run).done(stage))
+        done = read_stage_json(RunLayout(run).done(stage))
         if done:
             total += done.get("seconds", 0.0)
             cpu = done.get("cpu_seconds")
@@ -318,11 +315,11 @@ def _timings(run: Path) -> list[str]:
 
 def _headline(run: Path) -> list[str]:
     lines = []
-    score = _read_json(RunLayout(run).answers / "score.json")
+    score = read_stage_json(RunLayout(run).answers / "score.json")
     if isinstance(score, dict) and "all" in score:
         lines.append(f"- **Held-out questions, exact match: {_pct(score['all']['accuracy'])}** "
                      f"({score['all']['n']} questions).")
-    evaluation = _read_json(RunLayout(run).eval_json)
+    evaluation = read_stage_json(RunLayout(run).eval_json)
     if isinstance(evaluation, dict) and evaluation:
         results = {"MMCLIP": evaluation} if "i2t_hard_acc" in evaluation else evaluation
         (name, first), *others = results.items()
@@ -331,7 +328,7 @@ def _headline(run: Path) -> list[str]:
         lines.append(f"- **MMCLIP caption → image among hard negatives: {_pct(first.get('t2i_hard_acc'))}** "
                      f"({name}{start}; chance {_pct(chance)}).")
     tower = tower_figures(RunLayout(run))
-    e2e = _read_json(RunLayout(run).e2e_json)
+    e2e = read_stage_json(RunLayout(run).e2e_json)
     if tower and isinstance(e2e, dict):
         rows = e2e["rows"]
         lines.append("- **End to end, paired yes/no accuracy (both members of a pair right): "
@@ -340,7 +337,7 @@ def _headline(run: Path) -> list[str]:
                      f"seeds; intervals below). The tower LLaVA uses: caption → image among its hard negatives "
                      f"{_pct(tower['val_t2i_hard'])}{_interval_text(RunLayout(run))} on val "
                      f"(chance {_pct(tower['chance'])}).")
-    arms = _read_json(RunLayout(run).ablation / "ablation.json")
+    arms = read_stage_json(RunLayout(run).ablation / "ablation.json")
     if isinstance(arms, dict) and {"image", "in_batch"} <= set(arms):
         gain = 100 * (arms["image"]["t2i_hard_acc"] - arms["in_batch"]["t2i_hard_acc"])
         lines.append(f"- **Ablation: image hard negatives {gain:+.1f} points** of caption → image hard accuracy "

@@ -29,7 +29,12 @@ ROW_LABELS = {
 }
 
 
-def _json(path: Path) -> Any:
+def read_stage_json(path: Path) -> Any:
+    """A stage's JSON output, None when the stage did not write it.
+
+    Raises:
+        FormatError: the file is there but broken (naming it and the line), rather than a report that is silently wrong.
+    """
     return read_json(path) if path.is_file() else None
 
 
@@ -42,9 +47,9 @@ def tower_result(run: RunLayout) -> dict[str, Any] | None:
     eval stage's), or None when it was not measured on val."""
     tower = (_recipe(run).get("llava") or {}).get("tower", "mmclip")
     if tower.startswith("ablation:"):
-        result = (_json(run.ablation / "ablation.json") or {}).get(tower.split(":", 1)[1])
+        result = (read_stage_json(run.ablation / "ablation.json") or {}).get(tower.split(":", 1)[1])
     else:
-        evaluation = _json(run.eval_json) or {}
+        evaluation = read_stage_json(run.eval_json) or {}
         result = evaluation if "t2i_hard_acc" in evaluation else next(iter(evaluation.values()), None)
     if not result or result.get("split") not in (None, "val") or result.get("t2i_hard_acc") is None:
         return None
@@ -61,7 +66,7 @@ def tower_figures(run: RunLayout) -> dict[str, float] | None:
 
 def e2e_figures(run: RunLayout) -> dict[str, Any] | None:
     """The contract's ``e2e`` object from ``e2e/e2e.json``, or None when the stage did not run."""
-    result = _json(run.e2e_json)
+    result = read_stage_json(run.e2e_json)
     if not result:
         return None
     out: dict[str, Any] = {row: float(result["rows"][row]["paired"]["mean"]) for row in ROW_LABELS}
@@ -110,7 +115,7 @@ def _with_interval(result: dict[str, Any], key: str, hits: str) -> str:
 
 
 def _tower_cells(run: RunLayout, arm: str) -> str:
-    result = (_json(run.ablation / "ablation.json") or {}).get(arm)
+    result = (read_stage_json(run.ablation / "ablation.json") or {}).get(arm)
     if not result:
         return "n/a | n/a"
     return f"{_with_interval(result, 't2i_hard_acc', 't2i_hard')} | {_with_interval(result, 't2i_paired_acc', 't2i_paired')}"
@@ -119,11 +124,11 @@ def _tower_cells(run: RunLayout, arm: str) -> str:
 def e2e_section(run: Path) -> list[str]:
     """The headline comparison in markdown (empty when the e2e stage did not run)."""
     layout = RunLayout(run)
-    result = _json(layout.e2e_json)
+    result = read_stage_json(layout.e2e_json)
     if not result:
         return []
     seeds = ", ".join(map(str, result["seeds"]))
-    ablation = _json(layout.ablation / "ablation.json") or {}
+    ablation = read_stage_json(layout.ablation / "ablation.json") or {}
     chance = next(iter(ablation.values()), {}).get("chance", {})
     lines = [
         "## The paper's headline in miniature: the same LLaVA with three towers", "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -180,3 +181,12 @@ def write(path: Path, data: str | bytes) -> Path:
     else:
         path.write_text(data)
     return path
+
+
+def edit_samples(data: Path, line: int, edit: Callable[[dict], Any]) -> None:
+    """Apply ``edit`` to record ``line`` (0-based) of ``data``'s samples.jsonl, in place."""
+    lines = (data / "samples.jsonl").read_text().splitlines()
+    record = json.loads(lines[line])
+    edit(record)
+    lines[line] = json.dumps(record)
+    (data / "samples.jsonl").write_text("\n".join(lines) + "\n")

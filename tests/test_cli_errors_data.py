@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_cases import Case, Workspace, absent, cases, interrupt_when, read_only_dir, run_case, write
+from cli_cases import (
+    Case,
+    Workspace,
+    absent,
+    cases,
+    edit_samples,
+    interrupt_when,
+    read_only_dir,
+    run_case,
+    write,
+)
 from hf_fixtures import clip_tokenizer
 from mmclip_fixtures import make_dataset_dir, make_reference_json
 from sandbox_fixtures import CLI_FLAGS
@@ -53,14 +63,6 @@ def _fast_tokenizer(directory: Path) -> Path:
 @pytest.fixture
 def ws(tmp_path, shared) -> Workspace:
     return Workspace(tmp_path, shared)
-
-
-def _edit_samples(data: Path, line: int, edit) -> None:
-    lines = (data / "samples.jsonl").read_text().splitlines()
-    record = json.loads(lines[line])
-    edit(record)
-    lines[line] = json.dumps(record)
-    (data / "samples.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _non_utf8(path: Path) -> Path:
@@ -316,7 +318,7 @@ def _llava(ws: Workspace, data: Path, out: Path | None = None) -> list[str]:
 
 def _llava_bad_record(ws: Workspace) -> list[str]:
     data = ws.copy("built")
-    _edit_samples(data, 0, lambda r: r.update(negatives="oops"))
+    edit_samples(data, 0, lambda r: r.update(negatives="oops"))
     return _llava(ws, data)
 
 
@@ -373,7 +375,7 @@ def _check_tokens(ws: Workspace, data: Path, *extra: str) -> list[str]:
 
 def _check_tokens_bad_record(ws: Workspace) -> list[str]:
     data = ws.copy("built")
-    _edit_samples(data, 0, lambda r: r.update(text_negatives=[5]))
+    edit_samples(data, 0, lambda r: r.update(text_negatives=[5]))
     return _check_tokens(ws, data, "--out", str(ws / "report.json"))
 
 

@@ -9,7 +9,17 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_cases import Case, Workspace, absent, cases, interrupt_when, read_only_dir, run_case, write
+from cli_cases import (
+    Case,
+    Workspace,
+    absent,
+    cases,
+    edit_samples,
+    interrupt_when,
+    read_only_dir,
+    run_case,
+    write,
+)
 from mmclip_fixtures import make_dataset_dir, write_png
 
 from mmclip_plugin.cli import ablate_main, eval_main, train_main
@@ -47,14 +57,6 @@ def _edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(data))
 
 
-def _edit_samples(data: Path, line: int, edit) -> None:
-    lines = (data / "samples.jsonl").read_text().splitlines()
-    record = json.loads(lines[line])
-    edit(record)
-    lines[line] = json.dumps(record)
-    (data / "samples.jsonl").write_text("\n".join(lines) + "\n")
-
-
 def _val_line(data: Path) -> int:
     return next(i for i, line in enumerate((data / "samples.jsonl").read_text().splitlines())
                 if json.loads(line)["split"] == "val")
@@ -83,7 +85,7 @@ def _missing_image(ws: Workspace) -> list[str]:
 
 def _oops_negatives(ws: Workspace) -> list[str]:
     data = ws.copy("data")
-    _edit_samples(data, _val_line(data), lambda r: r.update(negatives="oops"))
+    edit_samples(data, _val_line(data), lambda r: r.update(negatives="oops"))
     return _eval(ws, data, None, "--out", str(ws / "eval.json"))
 
 
@@ -191,9 +193,9 @@ def _finished_run(ws: Workspace) -> Path:
 
 def _bad_records(ws: Workspace) -> list[str]:
     data = ws.copy("data")
-    _edit_samples(data, 0, lambda r: r.update(image="/etc/hostname"))
-    _edit_samples(data, 1, lambda r: r.update(image="../outside.png"))
-    _edit_samples(data, 2, lambda r: r.update(id="s3"))  # the id of line 4
+    edit_samples(data, 0, lambda r: r.update(image="/etc/hostname"))
+    edit_samples(data, 1, lambda r: r.update(image="../outside.png"))
+    edit_samples(data, 2, lambda r: r.update(id="s3"))  # the id of line 4
     write_png(ws / "ref" / "pos.png", 1)
     conversations = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "a square"}]
     reference = write(ws / "ref" / "ref.json", json.dumps([
@@ -220,7 +222,7 @@ def _non_utf8(ws: Workspace) -> list[str]:
 def _only_val(ws: Workspace) -> list[str]:
     data = ws.copy("data")
     for i in range(7):
-        _edit_samples(data, i, lambda r: r.update(split="val"))
+        edit_samples(data, i, lambda r: r.update(split="val"))
     return _train(ws, data, ws / "run")
 
 
